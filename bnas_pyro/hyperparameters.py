@@ -1,0 +1,75 @@
+"""The hyperparameters h = (log A, m[, log beta]) as one explicit module (METHOD.md sections 2, 4).
+
+The outer loop owns this object; the guide owns theta.  Keeping them in separate modules means an
+optimiser can always tell them apart (DESIGN.md, "Hyperparameters are explicit").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .supernet import ParameterLayout
+
+PrecisionLevel = Literal["group", "parameter", "shared"]
+
+
+class HyperParameters(nn.Module):
+    """h = [log diag A, m] and, for a Normal likelihood with learned noise, log beta.
+
+    - ``log_precision``: log A, one value per group (edge, primitive) with ``precision="group"``,
+      per parameter (ARD) with ``"parameter"``, or a single scalar with ``"shared"``;
+    - ``structure_logits``: m, the concatenated logits m^{j,k} of every edge (length sum_e K_e);
+    - ``log_noise_precision``: log beta (a parameter only when learned; otherwise a buffer).
+    """
+
+    def __init__(
+        self,
+        layout: ParameterLayout,
+        precision: PrecisionLevel = "group",
+        init_log_precision: float = 0.0,
+        init_structure_logits: float = 0.0,
+        noise_precision: float | None = None,
+        learn_noise_precision: bool = False,
+    ):
+        super().__init__()
+        sizes = {"group": layout.num_groups, "parameter": layout.num_parameters, "shared": 1}
+        if precision not in sizes:
+            raise ValueError(f"precision must be one of {sorted(sizes)}, got {precision!r}")
+        self.precision_level = precision
+        self.log_precision = nn.Parameter(torch.full((sizes[precision],), float(init_log_precision)))
+        self.structure_logits = nn.Parameter(
+            torch.full((sum(layout.edge_sizes),), float(init_structure_logits)))
+        self.edge_sizes = list(layout.edge_sizes)
+        self._edge_starts = [sum(layout.edge_sizes[:e]) for e in range(len(layout.edge_sizes))]
+        self.register_buffer("group_index", layout.group_index.clone(), persistent=False)
+        if noise_precision is not None:
+            if not noise_precision > 0:
+                raise ValueError(f"noise_precision must be > 0, got {noise_precision}")
+            value = torch.tensor(float(noise_precision)).log()
+            if learn_noise_precision:
+                self.log_noise_precision = nn.Parameter(value)
+            else:
+                self.register_buffer("log_noise_precision", value)
+        else:
+            self.log_noise_precision = None
+
+    def precision_per_parameter(self) -> Tensor:
+        """A expanded to one value per scalar weight, shape ``(num_parameters,)``."""
+        A = self.log_precision.exp()
+        if self.precision_level == "group":
+            return A[self.group_index]
+        if self.precision_level == "shared":
+            return A.expand(self.group_index.shape)
+        return A
+
+    def logits(self, edge: int) -> Tensor:
+        start = self._edge_starts[edge]
+        return self.structure_logits[start:start + self.edge_sizes[edge]]
+
+    def noise_precision(self) -> Tensor:
+        if self.log_noise_precision is None:
+            raise AttributeError("this model has no noise precision (not a Normal likelihood)")
+        return self.log_noise_precision.exp()

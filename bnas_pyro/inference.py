@@ -1,0 +1,129 @@
+"""The inner loop: SVI steps on the scaled ELBO, i.e. the operator T^eta (METHOD.md sections 3, 5).
+
+:class:`InnerLoop` owns one optimiser over the guide's parameters theta (and, for single-level
+evidence maximisation, optionally the model's hyperparameters h) and draws seeded minibatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .coefficients import Coefficients
+from .objectives import ScaledELBO
+
+
+class MinibatchSampler:
+    """Seeded minibatches of (x, y) without replacement within an epoch."""
+
+    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int | None = None,
+                 generator: torch.Generator | None = None):
+        self.x, self.y = x, y
+        self.num_data = x.shape[0]
+        self.batch_size = self.num_data if batch_size is None else min(int(batch_size), self.num_data)
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self._order: Tensor | None = None
+        self._pos = 0
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor | None]:
+        if self.batch_size == self.num_data:
+            return self.x, self.y
+        if self._order is None or self._pos + self.batch_size > self.num_data:
+            self._order = torch.randperm(self.num_data, generator=self.generator).to(self.x.device)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.x[idx], (None if self.y is None else self.y[idx])
+
+
+@dataclass
+class InnerLoop:
+    """eta steps of stochastic gradient ascent on L (T^eta of METHOD.md section 5).
+
+    Args:
+        model, guide: the Pyro model and guide (``guide`` is checked against the model's prior).
+        coefficients: the coefficients (c_reg is used; c_temp is pushed into the model).
+        lr: learning rate of Adam (or ``optimizer_factory``'s optimiser) on theta.
+        train_hyperparameters: also move h by the same ELBO gradient (single-level evidence
+            maximisation, the ``joint`` strategy).
+        num_particles: Monte Carlo draws per step.
+    """
+
+    model: torch.nn.Module
+    guide: torch.nn.Module
+    coefficients: Coefficients = field(default_factory=Coefficients)
+    lr: float = 1e-2
+    train_hyperparameters: bool = False
+    num_particles: int = 1
+    hyper_lr: float | None = None
+    optimizer_factory: type = torch.optim.Adam
+    history: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        check = getattr(self.model, "check_guide", None)
+        if check is not None:
+            check(self.guide)
+        self.elbo = ScaledELBO(self.coefficients, num_particles=self.num_particles)
+        self.set_coefficients(self.coefficients)
+        groups = [{"params": [p for p in self.guide.parameters() if p.requires_grad], "lr": self.lr}]
+        if self.train_hyperparameters:
+            groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
+                           "lr": self.hyper_lr if self.hyper_lr is not None else self.lr})
+        self.optimizer = self.optimizer_factory(groups)
+
+    def set_coefficients(self, coefficients: Coefficients) -> None:
+        self.coefficients = coefficients
+        self.elbo.coefficients = coefficients
+        self.model.temperature = coefficients.c_temp
+
+    def step(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> float:
+        """One SVI step; returns the (negated-loss) value of L before the step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.elbo.differentiable_loss(self.model, self.guide, x, y, num_data)
+        loss.backward()
+        self.optimizer.step()
+        value = -float(loss.detach())
+        self.history.append(value)
+        return value
+
+    def run(self, x: Tensor, y: Tensor | None = None, num_steps: int = 1000,
+            batch_size: int | None = None, generator: torch.Generator | None = None,
+            progress: bool = True, description: str = "SVI") -> list[float]:
+        """``num_steps`` steps on seeded minibatches; returns the per-step L values."""
+        if hasattr(self.model, "check_data"):
+            self.model.check_data(x, y)
+        sampler = MinibatchSampler(x, y, batch_size, generator)
+        values = []
+        bar = tqdm(range(num_steps), desc=description, disable=not progress, leave=False)
+        for i in bar:
+            xb, yb = next(sampler)
+            values.append(self.step(xb, yb, sampler.num_data))
+            if not torch.isfinite(torch.tensor(values[-1])):
+                raise FloatingPointError(f"the objective became non-finite at step {i}: {values[-1]}")
+            if i % 25 == 0:
+                bar.set_postfix(L=f"{values[-1]:.4g}", c_temp=f"{self.coefficients.c_temp:.3g}")
+        return values
+
+
+def fit(model, guide, x: Tensor, y: Tensor | None = None, num_steps: int = 1000,
+        lr: float = 1e-2, coefficients: Coefficients | None = None, batch_size: int | None = None,
+        train_hyperparameters: bool = False, seed: int | None = 0, progress: bool = True,
+        num_particles: int = 1) -> InnerLoop:
+    """Fit ``guide`` (and, optionally, h) by ``num_steps`` SVI steps; returns the loop."""
+    generator = None
+    if seed is not None:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+    loop = InnerLoop(model, guide, coefficients or Coefficients(), lr=lr,
+                     train_hyperparameters=train_hyperparameters, num_particles=num_particles)
+    loop.run(x, y, num_steps, batch_size=batch_size, generator=generator, progress=progress)
+    return loop

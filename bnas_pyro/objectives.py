@@ -1,0 +1,163 @@
+"""The scaled ELBO and its terms (METHOD.md sections 3 and 4).
+
+One pass of the guide and the replayed model gives three numbers:
+
+    log_likelihood = E_q log p(y | X, W, Gamma)                 (plate-scaled to the full data)
+    kl_weights     = E_{q(Gamma)} KL(q(W | Gamma) || p(W | Gamma, h))   (analytic where possible)
+    kl_structure   = KL(q(Gamma) || p(Gamma | h))                (Monte Carlo, log space)
+
+Every objective of the method is a linear combination of them, so the KL weight is applied once,
+here, to the *difference* log q - log p: never to the model or the guide alone (which would
+silently change the objective, DESIGN.md).  ``ScaledELBO`` is a :class:`pyro.infer.ELBO`, so it
+plugs into :class:`pyro.infer.SVI` and ``ScaledELBO(...)(model, guide)`` is an ``ELBOModule``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
+from pyro.infer import ELBO
+from torch import Tensor
+
+from . import distributions as _registers_kl  # noqa: F401  (KL registrations)
+from .coefficients import Coefficients
+
+
+@dataclass
+class ElboTerms:
+    """The three terms of the ELBO for one (or the mean over several) Monte Carlo draws."""
+
+    log_likelihood: Tensor
+    kl_weights: Tensor
+    kl_structure: Tensor
+
+    @property
+    def kl(self) -> Tensor:
+        return self.kl_weights + self.kl_structure
+
+    @property
+    def elbo(self) -> Tensor:
+        return self.log_likelihood - self.kl
+
+    def inner(self, c: Coefficients) -> Tensor:
+        """L = E_q log p(y|X,W,Gamma) - c_reg KL(q || p)   (METHOD.md section 4)."""
+        return self.log_likelihood - c.c_reg * self.kl
+
+    def outer(self, c: Coefficients) -> Tensor:
+        """The data and KL part of Q: c_train E_q log p - c_prior KL(q || p).
+
+        The c_comb term and log p(h) depend on h alone; see :func:`outer_objective`.
+        """
+        return c.c_train * self.log_likelihood - c.c_prior * self.kl
+
+    def detach(self) -> "ElboTerms":
+        return ElboTerms(self.log_likelihood.detach(), self.kl_weights.detach(),
+                         self.kl_structure.detach())
+
+    def __add__(self, other: "ElboTerms") -> "ElboTerms":
+        return ElboTerms(self.log_likelihood + other.log_likelihood,
+                         self.kl_weights + other.kl_weights, self.kl_structure + other.kl_structure)
+
+    def __truediv__(self, n: float) -> "ElboTerms":
+        return ElboTerms(self.log_likelihood / n, self.kl_weights / n, self.kl_structure / n)
+
+
+def _is_structure(site) -> bool:
+    return site["infer"].get("bnas_role") == "structure"
+
+
+def trace_terms(model, guide, *args, **kwargs) -> ElboTerms:
+    """One Monte Carlo draw of :class:`ElboTerms`: trace the guide, replay the model."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    zero = None
+    log_lik = kl_w = kl_s = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        fn = site["fn"]
+        if site["is_observed"]:
+            lp = fn.log_prob(site["value"])
+            scale = site["scale"]
+            log_lik = log_lik + (lp.sum() * scale if scale != 1.0 else lp.sum())
+            continue
+        guide_site = guide_trace.nodes.get(name)
+        if guide_site is None or guide_site["type"] != "sample":
+            raise ValueError(f"the guide does not sample the model's latent site {name!r}")
+        q = guide_site["fn"]
+        try:
+            kl = kl_divergence(q, fn).sum()
+        except NotImplementedError:  # Monte Carlo with the reparameterised sample
+            value = guide_site["value"]
+            kl = (q.log_prob(value) - fn.log_prob(value)).sum()
+        if _is_structure(site):
+            kl_s = kl_s + kl
+        else:
+            kl_w = kl_w + kl
+        zero = kl
+    if zero is None:
+        zero = torch.as_tensor(log_lik)
+    as_tensor = lambda v: v if torch.is_tensor(v) else zero.new_tensor(v)  # noqa: E731
+    return ElboTerms(as_tensor(log_lik), as_tensor(kl_w), as_tensor(kl_s))
+
+
+class ScaledELBO(ELBO):
+    """The inner objective L = E_q log p(y|X,W,Gamma) - c_reg KL(q(W,Gamma) || p(W,Gamma|h)).
+
+    With ``c_reg = 1`` this is the ELBO; with ``c_reg != 1`` it equals an ELBO on a subsample of
+    size m / c_reg (a tempered posterior, METHOD.md section 4).  The Gaussian KL is analytic
+    (METHOD.md section 3), the Concrete KL a reparameterised Monte Carlo estimate in log space.
+    """
+
+    def __init__(self, coefficients: Coefficients | None = None, num_particles: int = 1):
+        super().__init__(num_particles=num_particles)
+        self.coefficients = coefficients if coefficients is not None else Coefficients()
+
+    def _get_trace(self, model, guide, args, kwargs):  # required by pyro.infer.ELBO
+        raise NotImplementedError("ScaledELBO traces through trace_terms()")
+
+    def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
+        total = None
+        for _ in range(self.num_particles):
+            t = trace_terms(model, guide, *args, **kwargs)
+            total = t if total is None else total + t
+        return total / self.num_particles if self.num_particles > 1 else total
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
+        return -self.terms(model, guide, *args, **kwargs).inner(self.coefficients)
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return float(loss.detach())
+
+
+@torch.no_grad()
+def estimate_elbo(model, guide, *args, num_particles: int = 1000, **kwargs) -> tuple[float, float]:
+    """Monte Carlo ELBO (all coefficients 1) and its standard error over ``num_particles`` draws."""
+    values = torch.stack([trace_terms(model, guide, *args, **kwargs).elbo
+                          for _ in range(num_particles)])
+    return float(values.mean()), float(values.std() / num_particles**0.5)
+
+
+def outer_objective(terms: ElboTerms, c: Coefficients, model,
+                    comb_kl: Tensor | None = None) -> Tensor:
+    """Q = c_train E_q log p - c_prior KL(q||p) - c_comb sum_{p'} KL(p(Gamma|h)||p') + log p(h).
+
+    ``comb_kl`` is sum over p' in P of KL(p(Gamma|h) || p') (METHOD.md section 4).
+    """
+    q = terms.outer(c) + model.log_hyperprior()
+    if comb_kl is not None and c.c_comb != 0.0:
+        q = q - c.c_comb * comb_kl
+    return q
+
+
+__all__ = ["ElboTerms", "ScaledELBO", "estimate_elbo", "outer_objective", "trace_terms"]

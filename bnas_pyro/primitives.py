@@ -1,0 +1,250 @@
+"""Primitive functions g^{j,k}_l that an edge of the supernet can carry (METHOD.md section 1).
+
+A primitive here is *functional*: it declares the shapes of its parameters and computes
+``g(x; w)`` from parameters handed to it.  The supernet keeps every parameter of every
+(edge, primitive) pair in one flat vector, which is what lets the Pyro model put a single
+vectorised sample site on all weights.
+
+Users add primitives by name with :func:`register_primitive`; the factory may return a
+:class:`Primitive` or any ``torch.nn.Module`` (it is then run with
+:func:`torch.func.functional_call`, its parameters supplied from the flat vector).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+class Primitive:
+    """A function ``g(x; w)`` from ``in_features`` to ``out_features`` with named parameters.
+
+    Subclasses set :attr:`parameter_shapes` and implement :meth:`forward`.  ``init_std``
+    gives a sensible scale for initialising variational means (Glorot-like for linear maps).
+    """
+
+    #: True for primitives with no output (the "zero" operation), so the supernet can skip them.
+    is_zero: bool = False
+    #: True for parameter-free primitives that pass their input through (skip connections).
+    is_identity: bool = False
+
+    def __init__(self, in_features: int, out_features: int):
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+
+    @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def init_std(self, name: str) -> float:
+        return 1.0 / math.sqrt(max(self.in_features, 1))
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return self.forward(x, params)
+
+    def to_module(self, params: Mapping[str, Tensor]) -> nn.Module:
+        """A plain ``nn.Module`` computing this primitive with ``params`` as trainable values."""
+        return _FrozenPrimitiveModule(self, params)
+
+
+class _FrozenPrimitiveModule(nn.Module):
+    def __init__(self, primitive: Primitive, params: Mapping[str, Tensor]):
+        super().__init__()
+        self.primitive = primitive
+        self.names = list(params)
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value.detach().clone()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.primitive(x, {n: getattr(self, n) for n in self.names})
+
+
+class Affine(Primitive):
+    """``act(x W + b)``; ``act`` is the identity for the plain linear primitive."""
+
+    activation: Callable[[Tensor], Tensor] | None = None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features)
+        self.bias = bias
+
+    @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"weight": (self.in_features, self.out_features)}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        out = x @ params["weight"]
+        if self.bias:
+            out = out + params["bias"]
+        return out if self.activation is None else self.activation(out)
+
+
+class Linear(Affine):
+    """``x W + b``."""
+
+
+class TanhLinear(Affine):
+    """``tanh(x W + b)``."""
+
+    activation = staticmethod(torch.tanh)
+
+
+class ReluLinear(Affine):
+    """``relu(x W + b)``."""
+
+    activation = staticmethod(torch.relu)
+
+    def init_std(self, name: str) -> float:
+        return math.sqrt(2.0 / max(self.in_features, 1))
+
+
+class Identity(Primitive):
+    """The skip connection ``g(x) = x``; only valid where input and output sizes match."""
+
+    is_identity = True
+
+    def __init__(self, in_features: int, out_features: int):
+        if in_features != out_features:
+            raise ValueError(
+                f"identity needs equal sizes, got in_features={in_features}, "
+                f"out_features={out_features}"
+            )
+        super().__init__(in_features, out_features)
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return x
+
+
+class Zero(Primitive):
+    """``g(x) = 0`` (the "no edge" choice)."""
+
+    is_zero = True
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return x.new_zeros(x.shape[:-1] + (self.out_features,))
+
+
+class Constant(Primitive):
+    """``g(x) = b``, a learned constant vector independent of the input."""
+
+    @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"bias": (self.out_features,)}
+
+    def init_std(self, name: str) -> float:
+        return 1.0
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return params["bias"].expand(x.shape[:-1] + (self.out_features,))
+
+
+class Polynomial(Primitive):
+    """Polynomial features of degree ``d``: ``b + sum_{i=1..d} (x ** i) W_i``.
+
+    Each input coordinate is raised elementwise to the powers 1..d and mapped linearly, so
+    degree 0 is the constant ``b`` and degree 1 the linear map.  On a scalar input this is the
+    polynomial ``w_0 + w_1 x + ... + w_d x^d`` of the seed's degree example.
+    """
+
+    def __init__(self, in_features: int, out_features: int, degree: int = 2):
+        if int(degree) != degree or degree < 0:
+            raise ValueError(f"poly degree must be a non-negative integer, got {degree!r}")
+        super().__init__(in_features, out_features)
+        self.degree = int(degree)
+
+    @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {"bias": (self.out_features,)}
+        if self.degree > 0:
+            shapes["weight"] = (self.degree * self.in_features, self.out_features)
+        return shapes
+
+    def features(self, x: Tensor) -> Tensor:
+        return torch.cat([x**i for i in range(1, self.degree + 1)], dim=-1)
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        out = params["bias"].expand(x.shape[:-1] + (self.out_features,))
+        if self.degree > 0:
+            out = out + self.features(x) @ params["weight"]
+        return out
+
+
+class ModulePrimitive(Primitive):
+    """Adapts any ``nn.Module`` to a functional primitive via ``torch.func.functional_call``."""
+
+    def __init__(self, module: nn.Module, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.module = module
+        self._shapes = {n: tuple(p.shape) for n, p in module.named_parameters()}
+        self._init = {n: float(p.detach().std()) if p.numel() > 1 else 0.1
+                      for n, p in module.named_parameters()}
+
+    @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def init_std(self, name: str) -> float:
+        return self._init[name] or 0.1
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return torch.func.functional_call(self.module, dict(params), (x,))
+
+
+PrimitiveFactory = Callable[..., "Primitive | nn.Module"]
+
+_REGISTRY: dict[str, PrimitiveFactory] = {}
+
+
+def register_primitive(name: str, factory: PrimitiveFactory, *, overwrite: bool = False) -> None:
+    """Register ``factory(in_features, out_features, **options)`` under ``name``.
+
+    The factory returns a :class:`Primitive` or an ``nn.Module`` mapping ``(..., in_features)``
+    to ``(..., out_features)``.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"primitive name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"primitive {name!r} is already registered (pass overwrite=True)")
+    _REGISTRY[name] = factory
+
+
+def available_primitives() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_primitive(name: str, in_features: int, out_features: int, **options) -> Primitive:
+    """Instantiate the registered primitive ``name``; unknown names raise ``KeyError``."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown primitive {name!r}; registered: {', '.join(available_primitives())}"
+        ) from None
+    made = factory(in_features, out_features, **options)
+    if isinstance(made, Primitive):
+        return made
+    if isinstance(made, nn.Module):
+        return ModulePrimitive(made, in_features, out_features)
+    raise TypeError(f"factory of primitive {name!r} returned {type(made).__name__}, "
+                    "expected a Primitive or an nn.Module")
+
+
+for _name, _factory in {
+    "linear": Linear,
+    "tanh": TanhLinear,
+    "relu": ReluLinear,
+    "identity": Identity,
+    "zero": Zero,
+    "constant": Constant,
+    "poly": Polynomial,
+}.items():
+    register_primitive(_name, _factory)

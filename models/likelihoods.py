@@ -1,0 +1,84 @@
+"""Likelihoods p(y | f(x)) (METHOD.md section 2), minibatched with ``pyro.plate`` subsampling.
+
+The data plate has size ``num_data`` (the full data set) and the minibatch as its subsample, so
+Pyro scales the log-likelihood by num_data / batch: an unbiased estimate of the full-data term.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .supernet_model import BayesianSupernet
+
+OBS_SITE = "obs"
+
+
+class Likelihood:
+    """Base class: ``distribution(model, f)`` per data point; ``__call__`` adds the plate."""
+
+    #: whether the model's hyperparameters carry a noise precision for this likelihood
+    noise_precision: float | None = None
+    learn_noise_precision: bool = False
+
+    def distribution(self, model: "BayesianSupernet", f: Tensor) -> dist.Distribution:
+        raise NotImplementedError
+
+    def check_targets(self, y: Tensor, output_size) -> None:
+        """Raise a clear error for targets this likelihood cannot explain."""
+
+    def __call__(self, model: "BayesianSupernet", f: Tensor, y: Tensor | None,
+                 num_data: int | None = None) -> Tensor:
+        batch = f.shape[0]
+        size = batch if num_data is None else int(num_data)
+        subsample = torch.arange(batch, device=f.device)
+        with pyro.plate("data", size=size, subsample=subsample):
+            return pyro.sample(OBS_SITE, self.distribution(model, f), obs=y)
+
+    def log_prob(self, model: "BayesianSupernet", f: Tensor, y: Tensor) -> Tensor:
+        """Pointwise log p(y_i | f(x_i)), shape ``(batch,)``."""
+        return self.distribution(model, f).log_prob(y)
+
+
+class CategoricalLikelihood(Likelihood):
+    """y ~ Categorical(logits = f(x)) for classification."""
+
+    def distribution(self, model, f):
+        return dist.Categorical(logits=f)
+
+    def check_targets(self, y, output_size):
+        if y.dtype.is_floating_point:
+            raise TypeError(f"class labels must be integers, got dtype {y.dtype}")
+        if y.dim() != 1:
+            raise ValueError(f"class labels must be a vector, got shape {tuple(y.shape)}")
+        bad = (y < 0) | (y >= output_size)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"label y[{i}] = {int(y[i])} is out of range [0, {output_size})")
+
+
+class NormalLikelihood(Likelihood):
+    """y ~ N(f(x), beta^{-1}) with noise precision beta fixed or learned (a hyperparameter)."""
+
+    def __init__(self, precision: float = 1.0, learn: bool = False):
+        if not precision > 0:
+            raise ValueError(f"noise precision must be > 0, got {precision}")
+        self.noise_precision = float(precision)
+        self.learn_noise_precision = bool(learn)
+
+    def distribution(self, model, f):
+        scale = model.hyper.log_noise_precision.mul(-0.5).exp()
+        if f.dim() == 2 and f.shape[-1] == 1:
+            return dist.Normal(f.squeeze(-1), scale)
+        return dist.Normal(f, scale).to_event(f.dim() - 1)
+
+    def check_targets(self, y, output_size):
+        if not y.dtype.is_floating_point:
+            raise TypeError(f"regression targets must be floating point, got dtype {y.dtype}")
+        if output_size == 1 and y.dim() != 1:
+            raise ValueError(f"targets of a 1-output regression must be a vector, got {tuple(y.shape)}")
