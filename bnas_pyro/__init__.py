@@ -19,3 +19,9 @@ __all__ = [
     "SearchSpaceError", "Supernet", "available_primitives", "build_primitive", "estimate_elbo",
     "fit", "outer_objective", "register_primitive", "trace_terms",
 ]
+
+from .bilevel import BilevelSearch  # noqa: E402
+from .result import OuterRecord, SearchResult  # noqa: E402
+from .structure_targets import StructureDistribution  # noqa: E402
+
+__all__ += ["BilevelSearch", "OuterRecord", "SearchResult", "StructureDistribution"]

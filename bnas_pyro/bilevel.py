@@ -1,0 +1,298 @@
+"""The bilevel search: inner SVI steps on theta, hyper-steps on h (METHOD.md sections 4 and 5).
+
+    theta*(h) = argmax_theta L = E_q log p(y|X,W,Gamma) - c_reg KL(q || p(.|h))
+    h*        = argmax_h Q = c_train E_q log p(y|X,W,Gamma) - c_prior KL(q || p(.|h))
+                            - sum_{p' in P} c_comb KL(p(Gamma|h) || p') + log p(h)
+
+Each outer step asks the hypergradient strategy to run eta inner steps (the operator T^eta) and to
+move h.  The coefficients come from a schedule (a mode), so a new mode is a few lines, not a new
+loop.  With ``validation=True``, Q is the expected log-likelihood of a validation split instead
+(hold-out validation, a special case of METHOD.md section 4).
+
+theta lives in the guide; h in ``model.hyper``; each has its own optimiser.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .coefficients import Coefficients
+from .hypergradients import HypergradientStrategy, get_strategy
+from .inference import MinibatchSampler
+from .objectives import ElboTerms, trace_terms
+from .result import OuterRecord, SearchResult, edge_probabilities
+from .schedules import ScheduleLike, as_schedule
+from .structure_targets import StructureDistribution, comb_kl
+
+Batch = tuple[Tensor, "Tensor | None", int]
+Callback = Callable[["BilevelSearch", OuterRecord], "Mapping[str, Any] | None"]
+
+_OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+class BilevelSearch:
+    """Alternates eta inner steps on theta with one hyper-step on h, for ``outer_steps`` steps.
+
+    Args:
+        model: a :class:`~bnas_pyro.models.BayesianSupernet` (h = ``model.hyper``).
+        guide: any guide with the model's signature (theta = ``guide.parameters()``).
+        coefficients: :class:`Coefficients` or a schedule ``(step, num_steps) -> Coefficients``.
+        hypergradient: strategy name (``joint``, ``greedy``, ... see
+            :func:`bnas_pyro.hypergradients.available_strategies`) or an instance.
+        inner_steps: eta, inner SVI steps per outer step.
+        outer_steps: number of outer steps.
+        lr, inner_optimizer: step size and optimiser (``"adam"`` or ``"sgd"``) for theta.
+        hyper_lr, hyper_optimizer: the same for h.
+        learn: names of the hyperparameters to move (default: all that require grad).
+        batch_size: minibatch size (``None``: full batch).
+        num_particles: Monte Carlo draws per objective evaluation.
+        validation: use the validation split's expected log-likelihood as Q.
+        comb_targets: the set P of structure distributions for the c_comb term.
+        seed: seeds torch's generator and the minibatch order (same seed, same result).
+        checkpoint_dir, checkpoint_every: save the full state every N outer steps; ``run(...,
+            resume=True)`` continues from the last checkpoint.
+        callbacks: ``cb(search, record) -> dict | None``; a returned dict is stored in
+            ``record.extra`` and shown on the progress bar.
+    """
+
+    def __init__(
+        self,
+        model,
+        guide,
+        coefficients: ScheduleLike | None = None,
+        hypergradient: "str | HypergradientStrategy" = "joint",
+        *,
+        inner_steps: int = 10,
+        outer_steps: int = 100,
+        lr: float = 1e-2,
+        inner_optimizer: str = "adam",
+        hyper_lr: float = 1e-2,
+        hyper_optimizer: str = "adam",
+        learn: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        num_particles: int = 1,
+        validation: bool = False,
+        comb_targets: Sequence[StructureDistribution] = (),
+        comb_samples: int = 16,
+        seed: int | None = 0,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+        hypergradient_options: Mapping[str, Any] | None = None,
+    ):
+        if inner_steps < 0 or outer_steps < 0:
+            raise ValueError(f"inner_steps and outer_steps must be >= 0, got {inner_steps}, {outer_steps}")
+        for name, opt in (("inner_optimizer", inner_optimizer), ("hyper_optimizer", hyper_optimizer)):
+            if opt not in _OPTIMISERS:
+                raise ValueError(f"{name} must be one of {sorted(_OPTIMISERS)}, got {opt!r}")
+        check = getattr(model, "check_guide", None)
+        if check is not None:
+            check(guide)
+        self.model, self.guide = model, guide
+        self.schedule = as_schedule(coefficients)
+        self.strategy = get_strategy(hypergradient, **dict(hypergradient_options or {}))
+        self.inner_steps, self.outer_steps = int(inner_steps), int(outer_steps)
+        self.lr, self.hyper_lr = float(lr), float(hyper_lr)
+        self.batch_size, self.num_particles = batch_size, int(num_particles)
+        self.validation = bool(validation)
+        self.comb_targets, self.comb_samples = list(comb_targets), int(comb_samples)
+        self.seed = seed
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_every = int(checkpoint_every)
+        self.progress, self.callbacks = progress, list(callbacks)
+        self.coefficients: Coefficients = self.schedule(0, max(self.outer_steps, 1))
+        self.model.temperature = self.coefficients.c_temp
+        hyper_named = dict(model.hyper.named_parameters())
+        if learn is not None:
+            unknown = set(learn) - set(hyper_named)
+            if unknown:
+                raise ValueError(f"unknown hyperparameters in learn: {sorted(unknown)}; "
+                                 f"available: {sorted(hyper_named)}")
+        self._hyper_names = [n for n, p in hyper_named.items()
+                             if p.requires_grad and (learn is None or n in learn)]
+        self.inner_optimizer = _OPTIMISERS[inner_optimizer](
+            [p for p in guide.parameters() if p.requires_grad], lr=self.lr)
+        self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
+        self.history: list[OuterRecord] = []
+        self.step = 0
+        self.sampler: MinibatchSampler | None = None
+        self.validation_data: tuple[Tensor, Tensor | None] | None = None
+
+    # ------------------------------------------------------------------ what strategies use
+    def theta(self) -> dict[str, Tensor]:
+        """The guide's parameters theta by name (the live ``nn.Parameter`` objects)."""
+        return {n: p for n, p in self.guide.named_parameters() if p.requires_grad}
+
+    def hyper_parameters(self) -> list[Tensor]:
+        """The hyperparameters h that this search moves (``model.hyper``'s parameters)."""
+        named = dict(self.model.hyper.named_parameters())
+        return [named[n] for n in self._hyper_names]
+
+    def next_batch(self) -> Batch:
+        x, y = next(self.sampler)
+        return x, y, self.sampler.num_data
+
+    def terms(self, theta: Mapping[str, Tensor] | None = None, batch: Batch | None = None) -> ElboTerms:
+        """ElboTerms at theta (default: the guide's current parameters) on a batch."""
+        x, y, n = batch if batch is not None else self.next_batch()
+        guide = self.guide if theta is None else _bind(self.guide, theta)
+        total = None
+        for _ in range(self.num_particles):
+            t = trace_terms(self.model, guide, x, y, n)
+            total = t if total is None else total + t
+        return total if self.num_particles == 1 else total / self.num_particles
+
+    def inner_objective(self, theta: Mapping[str, Tensor] | None = None,
+                        batch: Batch | None = None) -> Tensor:
+        """L(theta, h) = E_q log p(y|X,W,Gamma) - c_reg KL(q || p(.|h)) on a minibatch."""
+        return self.terms(theta, batch).inner(self.coefficients)
+
+    def hyper_terms(self) -> Tensor:
+        """The parts of Q that depend on h alone: log p(h) - c_comb sum_{p'} KL(p(Gamma|h) || p')."""
+        value = self.model.log_hyperprior()
+        if self.coefficients.c_comb != 0.0 and self.comb_targets:
+            value = value - self.coefficients.c_comb * comb_kl(self.model, self.comb_targets,
+                                                               self.comb_samples)
+        return value
+
+    def outer_objective(self, theta: Mapping[str, Tensor] | None = None,
+                        batch: Batch | None = None) -> Tensor:
+        """Q(theta, h): the generalised outer objective, or the hold-out log-likelihood."""
+        c = self.coefficients
+        if self.validation:
+            if self.validation_data is None:
+                raise ValueError("validation=True needs x_val, y_val in run()")
+            xv, yv = self.validation_data
+            q = c.c_train * self.terms(theta, (xv, yv, xv.shape[0])).log_likelihood
+        else:
+            q = self.terms(theta, batch).outer(c)
+        return q + self.hyper_terms()
+
+    def evaluate_outer(self) -> float:
+        """Q at the current (theta, h), without gradients (for reporting)."""
+        with torch.no_grad():
+            return float(self.outer_objective())
+
+    def run_inner_steps(self, num_steps: int) -> float:
+        """``num_steps`` optimiser steps on theta at fixed h; returns the last L."""
+        L = float("nan")
+        for _ in range(num_steps):
+            self.inner_optimizer.zero_grad(set_to_none=True)
+            objective = self.inner_objective()
+            (-objective).backward()
+            self.inner_optimizer.step()
+            L = float(objective.detach())
+        return L
+
+    def apply_hypergradient(self, grads: Sequence[Tensor | None]) -> None:
+        """One optimiser step on h along ``grads`` = dQ/dh (ascent)."""
+        params = self.hyper_parameters()
+        if len(grads) != len(params):
+            raise ValueError(f"expected {len(params)} hypergradients, got {len(grads)}")
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else -g.detach()
+        self.hyper_optimizer.step()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
+            y_val: Tensor | None = None, resume: bool = False) -> SearchResult:
+        """Run the outer loop on (x, y); returns a :class:`SearchResult`."""
+        if hasattr(self.model, "check_data"):
+            self.model.check_data(x, y)
+            if x_val is not None:
+                self.model.check_data(x_val, y_val)
+        self.validation_data = None if x_val is None else (x_val, y_val)
+        generator = torch.Generator()
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+            generator.manual_seed(self.seed)
+        self.sampler = MinibatchSampler(x, y, self.batch_size, generator)
+        if resume:
+            if self.checkpoint_dir is None:
+                raise ValueError("resume=True needs a checkpoint_dir")
+            state = load_checkpoint(self.checkpoint_dir)
+            if state is not None:
+                self.load_state_dict(state)
+        start_time = time.perf_counter() - (self.history[-1].wall_time if self.history else 0.0)
+        bar = tqdm(range(self.step, self.outer_steps), desc=f"search ({self.strategy.name})",
+                   disable=not self.progress, initial=self.step, total=self.outer_steps)
+        for k in bar:
+            self.coefficients = self.schedule(k, self.outer_steps)
+            self.model.temperature = self.coefficients.c_temp
+            info = self.strategy.outer_step(self)
+            record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
+            for cb in self.callbacks:
+                extra = cb(self, record)
+                if extra:
+                    record.extra.update(extra)
+            self.history.append(record)
+            self.step = k + 1
+            bar.set_postfix(L=f"{record.L:.4g}", Q=f"{record.Q:.4g}",
+                            c_temp=f"{self.coefficients.c_temp:.3g}",
+                            **{k2: (f"{v:.4g}" if isinstance(v, float) else v)
+                               for k2, v in record.extra.items()})
+            if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
+                                                    or self.step == self.outer_steps):
+                save_checkpoint(self.checkpoint_dir, self.state_dict())
+        bar.close()
+        wall = self.history[-1].wall_time if self.history else 0.0
+        return SearchResult(self.model, self.guide, list(self.history), wall,
+                            info={"strategy": self.strategy.name})
+
+    def _record(self, step: int, L: float, Q: float, wall: float) -> OuterRecord:
+        hyper = {n: p.detach().cpu().reshape(-1).tolist()
+                 for n, p in self.model.hyper.named_parameters()}
+        return OuterRecord(step=step, L=L, Q=Q, coefficients=self.coefficients.to_dict(),
+                           hyper=hyper,
+                           structure_probabilities=edge_probabilities(self.model, self.guide),
+                           wall_time=wall)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler
+        return {
+            "step": self.step,
+            "guide": self.guide.state_dict(),
+            "hyper": self.model.hyper.state_dict(),
+            "inner_optimizer": self.inner_optimizer.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "history": [r.to_dict() for r in self.history],
+            "torch_rng": torch.get_rng_state(),
+            "sampler": None if sampler is None else {
+                "generator": sampler.generator.get_state(), "order": sampler._order,
+                "pos": sampler._pos},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.guide.load_state_dict(state["guide"])
+        self.model.hyper.load_state_dict(state["hyper"])
+        self.inner_optimizer.load_state_dict(state["inner_optimizer"])
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.history = [OuterRecord(**r) for r in state["history"]]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("sampler") is not None and self.sampler is not None:
+            self.sampler.generator.set_state(state["sampler"]["generator"])
+            self.sampler._order = state["sampler"]["order"]
+            self.sampler._pos = state["sampler"]["pos"]
+
+
+def _bind(guide, theta: Mapping[str, Tensor]):
+    """The guide evaluated at parameters ``theta`` (a differentiable function of them)."""
+
+    def bound(*args, **kwargs):
+        return functional_call(guide, dict(theta), args, kwargs, strict=False)
+
+    return bound
