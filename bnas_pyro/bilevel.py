@@ -14,6 +14,7 @@ theta lives in the guide; h in ``model.hyper``; each has its own optimiser.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -23,9 +24,9 @@ from torch import Tensor
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RandomState, load_checkpoint, save_checkpoint
 from .coefficients import Coefficients
-from .hypergradients import HypergradientStrategy, get_strategy
+from .hypergradients import GradientStrategy, HypergradientStrategy, get_strategy
 from .inference import MinibatchSampler
 from .objectives import ElboTerms, trace_terms
 from .result import OuterRecord, SearchResult, edge_probabilities
@@ -50,10 +51,20 @@ class BilevelSearch:
         inner_steps: eta, inner SVI steps per outer step.
         outer_steps: number of outer steps.
         lr, inner_optimizer: step size and optimiser (``"adam"`` or ``"sgd"``) for theta.
+            ``None`` (default): ``"sgd"`` for the strategies that differentiate through plain
+            gradient ascent (``unrolled``, ``drmad``: their inner operator T is
+            theta <- theta + lr grad L, METHOD.md section 5; any other choice is refused),
+            ``"adam"`` for the others.
         hyper_lr, hyper_optimizer: the same for h.
         learn: names of the hyperparameters to move (default: all that require grad).
         batch_size: minibatch size (``None``: full batch).
         num_particles: Monte Carlo draws per objective evaluation.
+        fixed_noise: common random numbers for the whole search: every evaluation of L and Q
+            replays the same ``num_particles`` draws (captured when the search is prepared), so
+            the objectives become deterministic functions of (theta, h) (a sample-average
+            approximation).  Exact derivatives and finite differences of the stochastic
+            objective then agree, and a fixed point is a point, not a noise band
+            (METHOD.md section 5).  Default: fresh draws at every evaluation.
         validation: use the validation split's expected log-likelihood as Q.
         comb_targets: the set P of structure distributions for the c_comb term.
         seed: seeds torch's generator and the minibatch order (same seed, same result).
@@ -73,12 +84,13 @@ class BilevelSearch:
         inner_steps: int = 10,
         outer_steps: int = 100,
         lr: float = 1e-2,
-        inner_optimizer: str = "adam",
+        inner_optimizer: str | None = None,
         hyper_lr: float = 1e-2,
         hyper_optimizer: str = "adam",
         learn: Sequence[str] | None = None,
         batch_size: int | None = None,
         num_particles: int = 1,
+        fixed_noise: bool = False,
         validation: bool = False,
         comb_targets: Sequence[StructureDistribution] = (),
         comb_samples: int = 16,
@@ -91,6 +103,16 @@ class BilevelSearch:
     ):
         if inner_steps < 0 or outer_steps < 0:
             raise ValueError(f"inner_steps and outer_steps must be >= 0, got {inner_steps}, {outer_steps}")
+        self.strategy = get_strategy(hypergradient, **dict(hypergradient_options or {}))
+        required = getattr(self.strategy, "inner_operator", None)
+        if inner_optimizer is None:
+            inner_optimizer = required if required is not None else "adam"
+        elif required is not None and inner_optimizer != required:
+            raise ValueError(
+                f"hypergradient {self.strategy.name!r} differentiates through plain gradient ascent "
+                f"on L (METHOD.md section 5), so it needs inner_optimizer={required!r}, got "
+                f"{inner_optimizer!r}; leave inner_optimizer unset or use 'greedy'/'hoag'/'joint'")
+        self.inner_optimizer_name = inner_optimizer
         for name, opt in (("inner_optimizer", inner_optimizer), ("hyper_optimizer", hyper_optimizer)):
             if opt not in _OPTIMISERS:
                 raise ValueError(f"{name} must be one of {sorted(_OPTIMISERS)}, got {opt!r}")
@@ -99,10 +121,11 @@ class BilevelSearch:
             check(guide)
         self.model, self.guide = model, guide
         self.schedule = as_schedule(coefficients)
-        self.strategy = get_strategy(hypergradient, **dict(hypergradient_options or {}))
         self.inner_steps, self.outer_steps = int(inner_steps), int(outer_steps)
         self.lr, self.hyper_lr = float(lr), float(hyper_lr)
         self.batch_size, self.num_particles = batch_size, int(num_particles)
+        self.fixed_noise = bool(fixed_noise)
+        self.noise: RandomState | None = None
         self.validation = bool(validation)
         self.comb_targets, self.comb_samples = list(comb_targets), int(comb_samples)
         self.seed = seed
@@ -145,11 +168,18 @@ class BilevelSearch:
         """ElboTerms at theta (default: the guide's current parameters) on a batch."""
         x, y, n = batch if batch is not None else self.next_batch()
         guide = self.guide if theta is None else _bind(self.guide, theta)
-        total = None
-        for _ in range(self.num_particles):
-            t = trace_terms(self.model, guide, x, y, n)
-            total = t if total is None else total + t
+        with self._noise():
+            total = None
+            for _ in range(self.num_particles):
+                t = trace_terms(self.model, guide, x, y, n)
+                total = t if total is None else total + t
         return total if self.num_particles == 1 else total / self.num_particles
+
+    def _noise(self):
+        """The fixed draws (``fixed_noise=True``) or nothing (fresh draws)."""
+        if self.fixed_noise and self.noise is not None:
+            return self.noise.replay()
+        return contextlib.nullcontext()
 
     def inner_objective(self, theta: Mapping[str, Tensor] | None = None,
                         batch: Batch | None = None) -> Tensor:
@@ -160,8 +190,9 @@ class BilevelSearch:
         """The parts of Q that depend on h alone: log p(h) - c_comb sum_{p'} KL(p(Gamma|h) || p')."""
         value = self.model.log_hyperprior()
         if self.coefficients.c_comb != 0.0 and self.comb_targets:
-            value = value - self.coefficients.c_comb * comb_kl(self.model, self.comb_targets,
-                                                               self.comb_samples)
+            with self._noise():
+                kl = comb_kl(self.model, self.comb_targets, self.comb_samples)
+            value = value - self.coefficients.c_comb * kl
         return value
 
     def outer_objective(self, theta: Mapping[str, Tensor] | None = None,
@@ -176,6 +207,19 @@ class BilevelSearch:
         else:
             q = self.terms(theta, batch).outer(c)
         return q + self.hyper_terms()
+
+    def hypergradient(self):
+        """The strategy's estimate of dQ/dh at the current state, without moving h.
+
+        Runs the strategy's inner steps (theta moves as in an outer step); needs a gradient
+        strategy and a prepared search (:meth:`prepare` or :meth:`run`).  Returns a
+        :class:`~bnas_pyro.hypergradients.HypergradientEstimate`.
+        """
+        if not isinstance(self.strategy, GradientStrategy):
+            raise TypeError(f"strategy {self.strategy.name!r} does not estimate a hypergradient")
+        if self.sampler is None:
+            raise RuntimeError("call prepare(x, y) or run(x, y) first")
+        return self.strategy.hypergradient(self)
 
     def evaluate_outer(self) -> float:
         """Q at the current (theta, h), without gradients (for reporting)."""
@@ -204,9 +248,10 @@ class BilevelSearch:
         self.hyper_optimizer.step()
 
     # ------------------------------------------------------------------ the loop
-    def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
-            y_val: Tensor | None = None, resume: bool = False) -> SearchResult:
-        """Run the outer loop on (x, y); returns a :class:`SearchResult`."""
+    def prepare(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
+                y_val: Tensor | None = None) -> None:
+        """Check the data, seed the generators and set up the minibatch sampler (what
+        :meth:`run` does before its first outer step)."""
         if hasattr(self.model, "check_data"):
             self.model.check_data(x, y)
             if x_val is not None:
@@ -217,6 +262,17 @@ class BilevelSearch:
             torch.manual_seed(self.seed)
             generator.manual_seed(self.seed)
         self.sampler = MinibatchSampler(x, y, self.batch_size, generator)
+        self.noise = RandomState.capture(self._device()) if self.fixed_noise else None
+
+    def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
+            y_val: Tensor | None = None, resume: bool = False) -> SearchResult:
+        """Run the outer loop on (x, y); returns a :class:`SearchResult`.
+
+        With ``resume=True`` the search continues from the last checkpoint in
+        ``checkpoint_dir`` (if any): a run killed and resumed ends where an uninterrupted run
+        with the same seed ends.
+        """
+        self.prepare(x, y, x_val, y_val)
         if resume:
             if self.checkpoint_dir is None:
                 raise ValueError("resume=True needs a checkpoint_dir")
@@ -231,6 +287,7 @@ class BilevelSearch:
             self.model.temperature = self.coefficients.c_temp
             info = self.strategy.outer_step(self)
             record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
+            record.extra.update(getattr(info, "extra", None) or {})
             for cb in self.callbacks:
                 extra = cb(self, record)
                 if extra:
@@ -248,6 +305,11 @@ class BilevelSearch:
         wall = self.history[-1].wall_time if self.history else 0.0
         return SearchResult(self.model, self.guide, list(self.history), wall,
                             info={"strategy": self.strategy.name})
+
+    def _device(self) -> torch.device:
+        for p in self.guide.parameters():
+            return p.device
+        return torch.device("cpu")
 
     def _record(self, step: int, L: float, Q: float, wall: float) -> OuterRecord:
         hyper = {n: p.detach().cpu().reshape(-1).tolist()
@@ -269,6 +331,8 @@ class BilevelSearch:
             "strategy": self.strategy.state_dict(),
             "history": [r.to_dict() for r in self.history],
             "torch_rng": torch.get_rng_state(),
+            "device_rng": RandomState.capture(self._device()).to_dict(),
+            "fixed_noise": None if self.noise is None else self.noise.to_dict(),
             "sampler": None if sampler is None else {
                 "generator": sampler.generator.get_state(), "order": sampler._order,
                 "pos": sampler._pos},
@@ -283,6 +347,10 @@ class BilevelSearch:
         self.strategy.load_state_dict(state["strategy"])
         self.history = [OuterRecord(**r) for r in state["history"]]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("device_rng") is not None:
+            RandomState.from_dict(state["device_rng"]).restore()
+        if state.get("fixed_noise") is not None:
+            self.noise = RandomState.from_dict(state["fixed_noise"])
         if state.get("sampler") is not None and self.sampler is not None:
             self.sampler.generator.set_state(state["sampler"]["generator"])
             self.sampler._order = state["sampler"]["order"]

@@ -1,16 +1,36 @@
-"""Hypergradient strategies, interchangeable by name (METHOD.md section 5)."""
+"""Hypergradient strategies, interchangeable by name (METHOD.md section 5).
+
+=========== ======================================================= ==========================
+name        hypergradient                                            source
+=========== ======================================================= ==========================
+``joint``   h moved with theta by grad L (single level)              METHOD.md section 4
+``greedy``  one-step unroll                                          Luketina et al. 2016
+``drmad``   reverse mode along the line theta_0 -> theta_eta         Fu et al. 2016
+``hoag``    implicit gradient, CG with shrinking tolerance           Pedregosa 2016
+``unrolled`` exact reverse mode through eta SGD steps (reference)    Maclaurin et al. 2015
+``random``  random search over h (baseline)                          --
+=========== ======================================================= ==========================
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from .base import HypergradientStrategy, OuterStepInfo
+from .base import GradientStrategy, HypergradientEstimate, HypergradientStrategy, OuterStepInfo
+from .drmad import DrMADStrategy
 from .greedy import GreedyStrategy
+from .hoag import CGResult, HoagStrategy, conjugate_gradient
 from .joint import JointStrategy
+from .random_search import RandomSearchStrategy
+from .unrolled import UnrolledStrategy
 
 _STRATEGIES: dict[str, Callable[..., HypergradientStrategy]] = {
     "joint": JointStrategy,
     "greedy": GreedyStrategy,
+    "drmad": DrMADStrategy,
+    "hoag": HoagStrategy,
+    "unrolled": UnrolledStrategy,
+    "random": RandomSearchStrategy,
 }
 
 
@@ -27,11 +47,14 @@ def get_strategy(spec: "str | HypergradientStrategy", **options) -> Hypergradien
     if isinstance(spec, HypergradientStrategy):
         return spec
     try:
-        return _STRATEGIES[spec](**options)
+        factory = _STRATEGIES[spec]
     except KeyError:
         raise ValueError(f"unknown hypergradient {spec!r}; available: "
                          f"{', '.join(available_strategies())}") from None
+    return factory(**options)
 
 
-__all__ = ["GreedyStrategy", "HypergradientStrategy", "JointStrategy", "OuterStepInfo",
-           "available_strategies", "get_strategy", "register_strategy"]
+__all__ = ["CGResult", "DrMADStrategy", "GradientStrategy", "GreedyStrategy", "HoagStrategy",
+           "HypergradientEstimate", "HypergradientStrategy", "JointStrategy", "OuterStepInfo",
+           "RandomSearchStrategy", "UnrolledStrategy", "available_strategies",
+           "conjugate_gradient", "get_strategy", "register_strategy"]

@@ -5,13 +5,21 @@ inner steps T^eta on theta (however it needs to: with the search's optimiser, or
 moves h = (log A, m) along its estimate of d Q(T^eta(theta_0, h), h) / d h.  Strategies are
 interchangeable by name (:func:`bnas_pyro.hypergradients.get_strategy`) and each is testable
 alone on a problem with a known answer.
+
+Gradient strategies (:class:`GradientStrategy`: ``greedy``, ``drmad``, ``hoag``, ``unrolled``)
+split the outer step in two: :meth:`GradientStrategy.hypergradient` runs the inner steps and
+returns the estimate of dQ/dh without moving h (what the tests compare with finite differences),
+and ``outer_step`` applies it with the search's hyper-optimiser.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+from torch import Tensor
 
 if TYPE_CHECKING:
     from bnas_pyro.bilevel import BilevelSearch
@@ -19,16 +27,33 @@ if TYPE_CHECKING:
 
 @dataclass
 class OuterStepInfo:
-    """What one outer step reports: the last inner objective L and the outer objective Q."""
+    """What one outer step reports: the last inner objective L, the outer objective Q, and
+    strategy-specific numbers (stored in the :class:`~bnas_pyro.result.OuterRecord`'s ``extra``)."""
 
     L: float
     Q: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HypergradientEstimate:
+    """dQ/dh for each of ``search.hyper_parameters()`` (``None``: Q does not depend on it),
+    with the L and Q of the step that produced it."""
+
+    grads: list[Tensor | None]
+    L: float
+    Q: float
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class HypergradientStrategy(ABC):
-    """One outer step: eta inner steps, then a hypergradient step on h."""
+    """One outer step: eta inner steps, then a step on h."""
 
     name: ClassVar[str] = ""
+    #: the inner operator the strategy differentiates through: ``"sgd"`` means T is plain
+    #: gradient ascent theta <- theta + lr grad L (METHOD.md section 5), so the search refuses
+    #: any other ``inner_optimizer``; ``None`` means any optimiser works.
+    inner_operator: ClassVar[str | None] = None
 
     @abstractmethod
     def outer_step(self, search: "BilevelSearch") -> OuterStepInfo:
@@ -40,3 +65,60 @@ class HypergradientStrategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class GradientStrategy(HypergradientStrategy):
+    """A strategy that estimates dQ/dh and takes one optimiser step along it."""
+
+    @abstractmethod
+    def hypergradient(self, search: "BilevelSearch") -> HypergradientEstimate:
+        """Run the inner steps and return the estimate of dQ/dh (h is not moved)."""
+
+    def outer_step(self, search: "BilevelSearch") -> OuterStepInfo:
+        estimate = self.hypergradient(search)
+        search.apply_hypergradient(estimate.grads)
+        return OuterStepInfo(L=estimate.L, Q=estimate.Q, extra=dict(estimate.extra))
+
+
+def grads_or_zeros(output: Tensor, inputs: Sequence[Tensor], create_graph: bool = False,
+                   retain_graph: bool | None = None) -> list[Tensor]:
+    """d output / d inputs, with zeros for inputs that ``output`` does not depend on."""
+    if not output.requires_grad:
+        return [torch.zeros_like(t) for t in inputs]
+    grads = torch.autograd.grad(output, list(inputs), create_graph=create_graph,
+                                retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+
+
+def grads_or_none(output: Tensor, inputs: Sequence[Tensor],
+                  retain_graph: bool | None = None) -> list[Tensor | None]:
+    """d output / d inputs, ``None`` for inputs that ``output`` does not depend on."""
+    if not output.requires_grad:
+        return [None for _ in inputs]
+    return list(torch.autograd.grad(output, list(inputs), retain_graph=retain_graph,
+                                    allow_unused=True))
+
+
+def add_grads(a: Sequence[Tensor | None], b: Sequence[Tensor | None],
+              scale: float = 1.0) -> list[Tensor | None]:
+    """a + scale * b elementwise, where ``None`` is an exact zero (and None + None is None)."""
+    out: list[Tensor | None] = []
+    for x, y in zip(a, b):
+        if y is None:
+            out.append(x)
+        elif x is None:
+            out.append(scale * y)
+        else:
+            out.append(x + scale * y)
+    return out
+
+
+def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """sum_i <a_i, b_i> over two lists of tensors."""
+    total = None
+    for x, y in zip(a, b):
+        term = (x * y).sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("dot of two empty lists")
+    return total
