@@ -74,11 +74,16 @@ class InnerLoop:
             check(self.guide)
         self.elbo = ScaledELBO(self.coefficients, num_particles=self.num_particles)
         self.set_coefficients(self.coefficients)
+        self.optimizer = None  # built at the first step: Pyro autoguides create parameters lazily
+
+    def _build_optimizer(self, x: Tensor, y: Tensor | None, num_data: int | None):
+        with torch.no_grad():
+            self.guide(x, y, num_data)  # lets a lazy guide (e.g. pyro's AutoNormal) create theta
         groups = [{"params": [p for p in self.guide.parameters() if p.requires_grad], "lr": self.lr}]
         if self.train_hyperparameters:
             groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
                            "lr": self.hyper_lr if self.hyper_lr is not None else self.lr})
-        self.optimizer = self.optimizer_factory(groups)
+        return self.optimizer_factory(groups)
 
     def set_coefficients(self, coefficients: Coefficients) -> None:
         self.coefficients = coefficients
@@ -87,6 +92,8 @@ class InnerLoop:
 
     def step(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> float:
         """One SVI step; returns the (negated-loss) value of L before the step."""
+        if self.optimizer is None:
+            self.optimizer = self._build_optimizer(x, y, num_data)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.elbo.differentiable_loss(self.model, self.guide, x, y, num_data)
         loss.backward()

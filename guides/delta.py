@@ -32,7 +32,7 @@ class DeltaGuide(nn.Module):
         self.loc = nn.Parameter(initial_locations(model, init_loc, generator))
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
-        self.structure()
+        self.structure.sample()
         pyro.sample(WEIGHT_SITE, dist.Delta(self.loc, event_dim=1))
 
     def weight_mean(self) -> Tensor:

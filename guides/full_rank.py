@@ -42,7 +42,7 @@ class FullRankGuide(nn.Module):
         return self.offdiag.tril(-1) + torch.diag_embed(softplus(self.diag_unconstrained))
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
-        self.structure()
+        self.structure.sample()
         pyro.sample(WEIGHT_SITE, dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril))
 
     def weight_mean(self) -> Tensor:

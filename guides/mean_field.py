@@ -69,7 +69,7 @@ class MeanFieldGuide(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
-        log_gammas = self.structure()
+        log_gammas = self.structure.sample()
         pyro.sample(WEIGHT_SITE, self.weight_distribution(log_gammas))
 
     def weight_mean(self) -> Tensor:

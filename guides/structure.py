@@ -54,7 +54,8 @@ class ConcreteStructureGuide(nn.Module):
     def distribution(self, edge: int):
         return concrete(self.edge_logits(edge), self.temperature())
 
-    def forward(self) -> list[Tensor | None]:
+    def sample(self) -> list[Tensor | None]:
+        """Sample every edge's log gamma (``None`` for edges with a single primitive)."""
         out: list[Tensor | None] = []
         for e, edge in enumerate(self.model.space.edges):
             if len(edge) == 1:
@@ -63,6 +64,12 @@ class ConcreteStructureGuide(nn.Module):
                 out.append(pyro.sample(structure_site(edge.name), self.distribution(e),
                                        infer=dict(STRUCTURE_ROLE)))
         return out
+
+    def forward(self, *args, **kwargs) -> dict[str, Tensor]:
+        """As a guide on its own: ignores the data, returns ``{site: log gamma}`` like an autoguide
+        (so it can be one part of a ``pyro.infer.autoguide.AutoGuideList``)."""
+        return {structure_site(e.name): v for e, v in zip(self.model.space.edges, self.sample())
+                if v is not None}
 
     def probabilities(self) -> list[Tensor]:
         """P_q(argmax gamma^e = l) = softmax(s_q^e)_l for every edge (METHOD.md section 2)."""

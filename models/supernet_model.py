@@ -81,7 +81,10 @@ class BayesianSupernet(PyroModule):
         return self.supernet.layout
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> Tensor:
-        log_gammas = self.structure_prior(self)
+        # Concrete samples already satisfy logsumexp(log gamma) = 0; normalising keeps gamma on the
+        # simplex for any guide (an autoguide's Normal on log gamma is not on that manifold).
+        log_gammas = [None if lg is None else lg - lg.logsumexp(-1, keepdim=True)
+                      for lg in self.structure_prior(self)]
         weights = self.weight_prior(self, log_gammas)
         gammas = [None if lg is None else lg.exp() for lg in log_gammas]
         f = self.supernet(x, weights, gammas)

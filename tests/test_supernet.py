@@ -1,0 +1,59 @@
+"""The supernet forward pass, dtype/device following and seeded reproducibility (issue 2)."""
+
+import torch
+
+from bnas_pyro import Coefficients, SearchSpace, fit
+from bnas_pyro.guides import MeanFieldGuide
+from bnas_pyro.models import BayesianSupernet
+
+
+def space():
+    return SearchSpace({"x": 3, "h": 4, "y": 2},
+                       [("x", "h", ["linear", "tanh", "zero"]), ("h", "y", ["relu", "linear"]),
+                        ("x", "y", ["constant", {"name": "poly", "degree": 2}])])
+
+
+def test_forward_equals_the_formula_of_method_section_1():
+    s = space()
+    model = BayesianSupernet(s)
+    net, layout = model.supernet, model.layout
+    w = torch.randn(layout.num_parameters)
+    gammas = [torch.tensor([0.2, 0.5, 0.3]), torch.tensor([0.6, 0.4]), torch.tensor([0.7, 0.3])]
+    x = torch.randn(5, 3)
+    p = lambda e, l: layout.unflatten(w, e, l)  # noqa: E731
+    h = (0.2 * (x @ p(0, 0)["weight"] + p(0, 0)["bias"])
+         + 0.5 * torch.tanh(x @ p(0, 1)["weight"] + p(0, 1)["bias"]))
+    y = (0.6 * torch.relu(h @ p(1, 0)["weight"] + p(1, 0)["bias"])
+         + 0.4 * (h @ p(1, 1)["weight"] + p(1, 1)["bias"])
+         + 0.7 * p(2, 0)["bias"]
+         + 0.3 * (p(2, 1)["bias"] + torch.cat([x, x**2], -1) @ p(2, 1)["weight"]))
+    assert torch.allclose(net(x, w, gammas), y, atol=1e-6)
+    assert layout.num_groups == 7
+    assert layout.group_sizes().tolist() == [16, 16, 0, 10, 10, 2, 14]
+
+
+def test_model_and_guide_follow_float64():
+    model = BayesianSupernet(space()).double()
+    guide = MeanFieldGuide(model).double()
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,))
+    loop = fit(model, guide, x, y, num_steps=5, progress=False)
+    assert all(p.dtype == torch.float64 for p in guide.parameters())
+    assert all(p.dtype == torch.float64 for p in model.hyper.parameters())
+    assert len(loop.history) == 5
+
+
+def test_same_seed_same_result_different_seed_different_result():
+    x = torch.randn(30, 3)
+    y = (x[:, 0] > 0).long()
+
+    def run(seed):
+        torch.manual_seed(seed)
+        model = BayesianSupernet(space())
+        guide = MeanFieldGuide(model)
+        fit(model, guide, x, y, num_steps=30, batch_size=10, seed=seed, progress=False,
+            coefficients=Coefficients(c_temp=0.5))
+        return torch.cat([p.detach().flatten() for p in guide.parameters()])
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
