@@ -25,3 +25,12 @@ from .result import OuterRecord, SearchResult  # noqa: E402
 from .structure_targets import StructureDistribution  # noqa: E402
 
 __all__ += ["BilevelSearch", "OuterRecord", "SearchResult", "StructureDistribution"]
+
+# issue 5: data sets, search spaces (registers the conv primitives), ArviZ analysis
+from . import conv_primitives as _conv_primitives  # noqa: E402,F401  (registers conv_3x3, ...)
+from .data import SplitData, available_datasets, load_dataset  # noqa: E402
+from .posterior import compare  # noqa: E402
+from .spaces import available_spaces, build_space, conv_cell_space, mlp_cell_space  # noqa: E402
+
+__all__ += ["SplitData", "available_datasets", "available_spaces", "build_space", "compare",
+            "conv_cell_space", "load_dataset", "mlp_cell_space"]

@@ -1,0 +1,127 @@
+"""The ``bnas-pyro`` command line.
+
+    bnas-pyro search                      the embedded default search (digits, MLP cell, evidence)
+    bnas-pyro search --config run.yaml    a search described by a YAML or JSON file
+    bnas-pyro search --set search.epochs=20 --set data.name=wine   override single keys
+    bnas-pyro search --print-config       print the configuration that would run, and stop
+    bnas-pyro report RUN_DIR              print a run's summary and redraw its plots
+    bnas-pyro list [WHAT]                 data sets, spaces, primitives, modes, guides,
+                                          hypergradients
+
+Configuration errors (unknown key, wrong type, unknown data set, space, primitive, mode, guide or
+hypergradient) stop the command at once with the key named, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+LIST_WHAT = ("datasets", "spaces", "primitives", "modes", "guides", "hypergradients")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bnas-pyro", description="Bayesian neural-architecture "
+                                "search in Pyro: find the most plausible structure of a network.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="run a structure search and write a run directory")
+    s.add_argument("--config", "-c", metavar="FILE", help="YAML or JSON configuration "
+                   "(default: the embedded default search)")
+    s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one key by its dotted path, e.g. search.epochs=20 (repeatable)")
+    s.add_argument("--out", metavar="DIR", help="the run directory (default: OUTPUT/NAME-TIME)")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    s.add_argument("--print-config", action="store_true",
+                   help="print the configuration as YAML and exit")
+    r = sub.add_parser("report", help="print a run directory's summary and redraw its plots")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--no-plots", action="store_true", help="do not redraw the plots")
+    lst = sub.add_parser("list", help="list what a configuration can name")
+    lst.add_argument("what", nargs="?", choices=LIST_WHAT, help="one category (default: all)")
+    return p
+
+
+def _apply_overrides(config, pairs: Sequence[str]):
+    import yaml
+
+    from .config import ConfigError
+
+    changes = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(pair, "--set needs KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        changes[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return config.replace(**changes) if changes else config
+
+
+def _search(args) -> int:
+    import yaml
+
+    from .config import load_config
+    from .run_directory import format_summary
+    from .runner import run_search
+
+    config = _apply_overrides(load_config(args.config), args.set)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    outcome = run_search(config, run_dir=args.out, progress=not args.quiet)
+    print(format_summary({**outcome.summary, "run_dir": str(outcome.run_dir)}))
+    return 0
+
+
+def _report(args) -> int:
+    from .run_directory import report
+
+    print(report(args.run_dir, redraw=not args.no_plots))
+    return 0
+
+
+def listing(what: str | None = None) -> str:
+    """The text of ``bnas-pyro list [WHAT]``."""
+    from .config import available_guides, available_hypergradients, available_modes
+    from .data import available_datasets, dataset_info
+    from .primitives import available_primitives
+    from .spaces import available_spaces
+
+    sections = {
+        "datasets": [f"{n:<15} {dataset_info(n).description}" for n in available_datasets()],
+        "spaces": [f"{n:<15} {d}" for n, d in available_spaces().items()],
+        "primitives": available_primitives(),
+        "modes": available_modes(),
+        "guides": available_guides(),
+        "hypergradients": available_hypergradients(),
+    }
+    chosen = [what] if what else list(LIST_WHAT)
+    out = []
+    for name in chosen:
+        out.append(f"{name}:")
+        out += [f"  {line}" for line in sections[name]]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bnas-pyro`` console script; returns the exit status."""
+    from . import conv_primitives as _conv  # noqa: F401  (register the conv primitive names)
+    from .config import ConfigError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "search":
+            return _search(args)
+        if args.command == "report":
+            return _report(args)
+        print(listing(args.what))
+        return 0
+    except ConfigError as err:
+        print(f"bnas-pyro: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"bnas-pyro: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

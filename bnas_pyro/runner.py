@@ -1,0 +1,368 @@
+"""One structure search from a :class:`~bnas_pyro.config.RunConfig` to a filled run directory.
+
+:func:`run_search` is what ``bnas-pyro search`` and ``make demo`` run:
+
+1. load and split the data set (:mod:`bnas_pyro.data`), build the space (:mod:`bnas_pyro.spaces`),
+   the Pyro model and the guide;
+2. run :class:`~bnas_pyro.bilevel.BilevelSearch` with the mode's coefficient schedule, a progress
+   bar showing the ELBO, the validation metric and the temperature, and checkpoints in the run
+   directory;
+3. evaluate: the supernet's posterior predictive on the test split, the ELBO, C_param and C_struct,
+   the relative densities rho, PSIS-LOO; ArviZ InferenceData to ``posterior.nc``;
+4. derive the chosen structure as a plain network, retrain it on train (+ validation) and score
+   it on the test split;
+5. write ``result.json`` and the plots (:mod:`bnas_pyro.run_directory`).
+
+The pieces that belong to other modules are called through the small adapters at the top of
+this file (schedules, complexity, top-k and derive), so that each is one place to wire.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .baselines import collapse_statistics, discrete_network, residual_std, train_network
+from .coefficients import Coefficients
+from .config import ConfigError, RunConfig, guide_class
+from .data import SplitData, load_dataset
+from .metrics import (evaluate_bayesian, evaluate_network, posterior_predictive,
+                      primary_metric)
+from .objectives import estimate_elbo, trace_terms
+from .search_space import SearchSpace, SearchSpaceError
+from .spaces import build_space
+
+# ------------------------------------------------------------------------------ adapters
+def make_schedule(config: RunConfig):
+    """The coefficient schedule of ``search.mode`` (from :mod:`bnas_pyro.schedules`)."""
+    from . import schedules
+
+    base = Coefficients(**config.search.coefficients)
+    options = dict(config.search.mode_options)
+    get_mode = getattr(schedules, "get_mode", None)
+    if get_mode is None:
+        if config.search.mode == "evidence" and not options:
+            return schedules.as_schedule(base)
+        raise ConfigError("search.mode", f"mode {config.search.mode!r} needs "
+                                         "bnas_pyro.schedules.get_mode, which is not available")
+    params = inspect.signature(get_mode).parameters
+    for key in ("coefficients", "base"):
+        if key in params and key not in options:
+            options[key] = base
+            break
+    try:
+        return get_mode(config.search.mode, **options)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError("search.mode_options", str(err)) from None
+
+
+def complexity_measures(model, guide) -> dict[str, Any]:
+    """C_param and C_struct (METHOD.md section 4) from :mod:`bnas_pyro.complexity`, if present."""
+    try:
+        from . import complexity
+    except ImportError:
+        return {"c_param": None, "c_struct": None}
+    out: dict[str, Any] = {}
+    for key, names in (("c_param", ("parametric_complexity", "c_param")),
+                       ("c_struct", ("structural_complexity", "c_struct"))):
+        fn = next((getattr(complexity, n) for n in names if hasattr(complexity, n)), None)
+        value = None
+        if fn is not None:
+            try:
+                value = fn(model, guide)
+            except TypeError:
+                value = fn(guide)
+        out[key] = None if value is None else float(value)
+    return out
+
+
+def relative_densities(model, guide) -> Tensor | None:
+    """rho = exp(-mu^2 / (2 sigma^2)) of every weight (``bnas_pyro.complexity`` when present)."""
+    try:
+        from . import complexity
+
+        fn = getattr(complexity, "relative_density", None) or getattr(complexity, "rho", None)
+    except ImportError:
+        fn = None
+    if fn is not None:
+        try:
+            value = fn(model, guide)
+        except TypeError:
+            value = fn(guide)
+        return torch.as_tensor(value).detach().flatten()
+    loc, scale = getattr(guide, "loc", None), getattr(guide, "scale", None)
+    if loc is None or scale is None or not torch.is_tensor(scale):
+        return None
+    # METHOD.md section 4: rho(w) = q(w = 0) / q(w = mu) for a Gaussian q(w) = N(mu, sigma^2)
+    return torch.exp(-loc.detach() ** 2 / (2 * scale.detach() ** 2)).flatten()
+
+
+def top_structures(result, k: int) -> list[dict[str, Any]]:
+    """The k most probable structures under q (``SearchResult.top_k``/``top_structures``)."""
+    for name in ("top_structures", "top_k"):
+        fn = getattr(result, name, None)
+        if callable(fn):
+            items = fn(k)
+            return [_structure_item(it) for it in items]
+    return [{"structure": result.structure, "probability": result.structure_probability}]
+
+
+def _structure_item(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict) and "structure" in item:
+        return {"structure": dict(item["structure"]), "probability": float(item["probability"])}
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        a, b = item
+        if isinstance(a, dict):
+            return {"structure": dict(a), "probability": float(b)}
+        return {"structure": dict(b), "probability": float(a)}
+    structure = getattr(item, "structure", None)
+    return {"structure": dict(structure), "probability": float(getattr(item, "probability"))}
+
+
+def derive_network(result, space: SearchSpace, structure: dict[str, str], seed: int) -> tuple[nn.Module, str]:
+    """The chosen structure as a plain module: ``result.derive()`` (posterior means) if available,
+    else a freshly initialised network of that structure."""
+    derive = getattr(result, "derive", None)
+    if callable(derive):
+        return derive(), "posterior_mean"
+    return discrete_network(space, structure, torch.Generator().manual_seed(seed)), "scratch"
+
+
+# ------------------------------------------------------------------------------ building
+def build_data(config: RunConfig) -> SplitData:
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"{config.device!r} was asked for but CUDA is not available")
+    d = config.data
+    return load_dataset(d.name, seed=config.seed, val_fraction=d.val_fraction,
+                        test_fraction=d.test_fraction, standardize=d.standardize, m=d.m,
+                        dtype=dtype, device=device)
+
+
+def build_search_space(config: RunConfig, data: SplitData) -> SearchSpace:
+    try:
+        if config.space.custom is not None:
+            return SearchSpace.from_dict(config.space.custom)
+        return build_space(config.space.name, data, **config.space.options)
+    except (SearchSpaceError, TypeError) as err:
+        key = "space.custom" if config.space.custom is not None else "space.options"
+        raise ConfigError(key, str(err)) from None
+
+
+def build_model(config: RunConfig, space: SearchSpace, data: SplitData):
+    from .models import BayesianSupernet, CategoricalLikelihood, GaussianWeightPrior, NormalLikelihood
+
+    m = config.model
+    if data.task == "classification":
+        likelihood = CategoricalLikelihood()
+    else:
+        likelihood = NormalLikelihood(precision=m.noise_precision, learn=m.learn_noise_precision)
+    prior = GaussianWeightPrior(scaled=m.weight_prior == "scaled",
+                                hyperprior=None if m.hyperprior is None else tuple(m.hyperprior))
+    model = BayesianSupernet(space, weight_prior=prior, likelihood=likelihood,
+                             precision=m.precision, init_log_precision=m.init_log_precision)
+    return model.to(device=data.x_train.device, dtype=data.x_train.dtype)
+
+
+def build_guide(config: RunConfig, model, data: SplitData):
+    cls = guide_class(config.search.guide)
+    options = dict(config.search.guide_options)
+    if "generator" in inspect.signature(cls).parameters:
+        options["generator"] = torch.Generator().manual_seed(config.seed)
+    if config.model.weight_prior == "scaled" and "couple_to_structure" in inspect.signature(cls).parameters:
+        options.setdefault("couple_to_structure", True)
+    try:
+        guide = cls(model, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("search.guide_options", f"{config.search.guide}: {err}") from None
+    return guide.to(device=data.x_train.device, dtype=data.x_train.dtype)
+
+
+def steps_per_epoch(config: RunConfig, data: SplitData) -> int:
+    return max(1, math.ceil(len(data.y_train) / min(config.search.batch_size, len(data.y_train))))
+
+
+def outer_and_inner_steps(config: RunConfig, data: SplitData) -> tuple[int, int]:
+    """(outer_steps, inner_steps): ``epochs`` passes, ``inner_steps`` per outer step."""
+    spe = steps_per_epoch(config, data)
+    inner = config.search.inner_steps or spe
+    return max(1, math.ceil(config.search.epochs * spe / inner)), inner
+
+
+class ProgressCallback:
+    """Puts the ELBO (coefficients 1, on the training data) and the validation metric on the bar.
+
+    Every ``every`` outer steps: one draw of the ELBO on (up to 2048 rows of) the training data
+    and the posterior-predictive validation accuracy (or RMSE) from ``draws`` draws of q.
+    """
+
+    def __init__(self, data: SplitData, every: int = 1, draws: int = 4):
+        self.data, self.every, self.draws = data, int(every), int(draws)
+        self.metric = "val_acc" if data.task == "classification" else "val_rmse"
+        self.last: dict[str, float] = {}
+
+    def __call__(self, search, record) -> dict[str, Any]:
+        if record.step % self.every and record.step != search.outer_steps - 1:
+            return {}
+        d = self.data
+        x, y = d.x_train[:2048], d.y_train[:2048]
+        with torch.no_grad():
+            elbo = float(trace_terms(search.model, search.guide, x, y, len(d.y_train)).elbo)
+            pred = posterior_predictive(search.model, search.guide, d.x_val, None, self.draws)
+        if d.task == "classification":
+            value = float((pred.probs.argmax(-1) == d.y_val).double().mean())
+        else:
+            value = float((pred.mean - d.y_val).pow(2).mean().sqrt()) * d.y_std
+        self.last = {"elbo": elbo, self.metric: value}
+        return dict(self.last)
+
+
+# ------------------------------------------------------------------------------ the run
+@dataclass
+class RunOutcome:
+    """Everything a run produced (the run directory holds the same, on disk)."""
+
+    run_dir: Path
+    config: RunConfig
+    data: SplitData
+    result: Any
+    summary: dict[str, Any]
+    network: nn.Module | None = None
+    idata: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
+               log: Callable[[str], None] = print) -> RunOutcome:
+    """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
+    from . import posterior as post
+    from .bilevel import BilevelSearch
+    from .run_directory import new_run_dir, write_run
+
+    start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        torch.manual_seed(config.seed)
+        data = build_data(config)
+        space = build_search_space(config, data)
+        model = build_model(config, space, data)
+        guide = build_guide(config, model, data)
+        schedule = make_schedule(config)
+        outer, inner = outer_and_inner_steps(config, data)
+        directory = new_run_dir(config) if run_dir is None else Path(run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        log(f"data: {data.summary()}")
+        log(f"space: {space.num_structures} structures, {model.layout.num_parameters} weights; "
+            f"run directory: {directory}")
+        callback = ProgressCallback(data, config.search.eval_every)
+        try:
+            search = BilevelSearch(
+                model, guide, schedule, config.search.hypergradient, inner_steps=inner,
+                outer_steps=outer, lr=config.search.lr, hyper_lr=config.search.hyper_lr,
+                batch_size=config.search.batch_size, num_particles=config.search.num_particles,
+                validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
+                checkpoint_every=config.search.checkpoint_every, progress=progress,
+                callbacks=[callback], hypergradient_options=config.search.hypergradient_options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError("search", str(err)) from None
+        t0 = time.perf_counter()
+        result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
+        search_time = time.perf_counter() - t0
+
+        # ---- analysis of q
+        t1 = time.perf_counter()
+        a = config.analysis
+        task = data.task
+        supernet_test = evaluate_bayesian(model, guide, data.x_test, data.y_test, task,
+                                          num_draws=a.predictive_draws, y_std=data.y_std)
+        elbo, elbo_se = estimate_elbo(model, guide, data.x_train, data.y_train,
+                                      num_particles=min(50, a.predictive_draws))
+        complexity = complexity_measures(model, guide)
+        rho = relative_densities(model, guide)
+        idata = post.to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
+                                       num_chains=a.chains, seed=config.seed)
+        loo = post.loo(idata, pointwise=True)
+        analysis_time = time.perf_counter() - t1
+
+        # ---- the derived network, retrained
+        structure = result.structure
+        network, init = None, None
+        derived_test: dict[str, float] = {}
+        t2 = time.perf_counter()
+        if config.retrain.enabled:
+            network, init = derive_network(result, space, structure, config.seed)
+            network = network.to(device=data.x_train.device, dtype=data.x_train.dtype)
+            r = config.retrain
+            x_fit, y_fit = data.x_train, data.y_train
+            if r.use_validation:
+                x_fit, y_fit = torch.cat([x_fit, data.x_val]), torch.cat([y_fit, data.y_val])
+            train_network(network, x_fit, y_fit, task, epochs=r.epochs, batch_size=r.batch_size,
+                          lr=r.lr, weight_decay=r.weight_decay, seed=config.seed)
+            noise = residual_std(network, x_fit, y_fit) if task == "regression" else None
+            derived_test = evaluate_network(network, data.x_test, data.y_test, task,
+                                            noise_std=noise, y_std=data.y_std)
+        retrain_time = time.perf_counter() - t2
+
+        metric, _ = primary_metric(task)
+        headline = derived_test if derived_test else supernet_test
+        metrics: dict[str, Any] = {f"test_{k}": v for k, v in headline.items()}
+        metrics.update({f"supernet_test_{k}": v for k, v in supernet_test.items()})
+        metrics.update({"elbo": elbo, "elbo_se": elbo_se,
+                        "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
+                        "c_param": complexity["c_param"], "c_struct": complexity["c_struct"],
+                        "wall_time": time.perf_counter() - start, "search_wall_time": search_time})
+        summary = {
+            "data": {"name": data.name, "task": task, "sizes": data.sizes,
+                     "input_shape": list(data.input_shape), "n_classes": data.n_classes},
+            "space": space.to_dict(),
+            "num_structures": space.num_structures,
+            "structure": structure,
+            "structure_probability": result.structure_probability,
+            "edge_probabilities": result.edge_probabilities(),
+            "top_k": top_structures(result, a.top_k),
+            "metrics": metrics,
+            "metrics_source": "derived network, retrained" if derived_test else "supernet under q",
+            "derived": {"init": init, "retrain_epochs": config.retrain.epochs if network else 0},
+            "collapse": collapse_statistics(space, structure),
+            "history": [r_.to_dict() for r_ in result.history],
+            "rho_histogram": _histogram(rho),
+            "loo": {"elpd_loo": float(loo.elpd_loo), "se": float(loo.se), "p_loo": float(loo.p_loo),
+                    "pareto_k_max": float(loo.pareto_k.max()),
+                    "pareto_k_over_0.7": int((loo.pareto_k > 0.7).sum())},
+            "timings": {"search": search_time, "analysis": analysis_time, "retrain": retrain_time},
+            "validation_metric": callback.metric,
+            "strategy": result.info.get("strategy"),
+        }
+        outcome = RunOutcome(directory, config, data, result, summary, network, idata)
+        write_run(outcome)
+        summary["metrics"]["wall_time"] = time.perf_counter() - start
+        write_run(outcome, draw=False, posterior=False)
+        outcome.timings = dict(summary["timings"], total=summary["metrics"]["wall_time"])
+        return outcome
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _histogram(values: Tensor | None, bins: int = 50) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    v = values.double().clamp(0, 1).cpu()
+    counts = torch.histc(v, bins=bins, min=0.0, max=1.0)
+    return {"bin_edges": torch.linspace(0, 1, bins + 1).tolist(), "counts": counts.tolist(),
+            "num_weights": int(v.numel()), "fraction_over_0.5": float((v > 0.5).double().mean()),
+            "mean": float(v.mean())}
+
+
+__all__ = ["ProgressCallback", "RunOutcome", "build_data", "build_guide", "build_model",
+           "build_search_space", "complexity_measures", "derive_network", "make_schedule",
+           "outer_and_inner_steps", "relative_densities", "run_search", "top_structures"]
