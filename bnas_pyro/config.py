@@ -51,9 +51,14 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------------------------ schema
 @dataclass
 class DataConfig:
-    """Which data set and how to split it (see :func:`bnas_pyro.data.load_dataset`)."""
+    """Which data set and how to split it (see :func:`bnas_pyro.data.load_dataset`).
+
+    ``seed`` seeds the split (default: the run's ``seed``); fix it to compare search seeds on
+    one split.
+    """
 
     name: str = "digits"
+    seed: Optional[int] = None
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     standardize: Optional[bool] = None

@@ -142,7 +142,8 @@ def build_data(config: RunConfig) -> SplitData:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", f"{config.device!r} was asked for but CUDA is not available")
     d = config.data
-    return load_dataset(d.name, seed=config.seed, val_fraction=d.val_fraction,
+    return load_dataset(d.name, seed=config.seed if d.seed is None else d.seed,
+                        val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, standardize=d.standardize, m=d.m,
                         dtype=dtype, device=device)
 
