@@ -319,6 +319,20 @@ class MultistartGuide(nn.Module):
         with torch.no_grad():
             return float(self.elbo_terms(x, y, num_data).elbo)
 
+    def elbo_standard_error(self, x: Tensor, y: Tensor | None = None,
+                            num_data: int | None = None) -> float:
+        """Standard error of the ELBO estimate: sqrt(Var_r[log p(y, W^r_t)] / k + entropy_se^2).
+
+        The first term is the Monte Carlo error of averaging k restarts (their sample variance),
+        the second the accumulated probe noise of S_t.  ``nan`` for a single restart.
+        """
+        with torch.no_grad():
+            log_lik, log_prior = self.log_joint_terms(self.points, x, y, num_data)
+        if self.num_restarts < 2:
+            return float("nan")
+        var = float((log_lik + log_prior).var()) / self.num_restarts
+        return math.sqrt(var + self.entropy_se**2)
+
     # ------------------------------------------------------------------ the loss at k points
     def _sample_structure(self) -> dict[str, Tensor]:
         """One q(Gamma) draw per restart, stacked: {site: (k, K_e)} (detached)."""
