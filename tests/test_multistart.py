@@ -207,6 +207,7 @@ def test_elbo_estimate_against_closed_form_evidence():
     joints = np.array([log_joint(phi, y, w) for w in guide.restarts().numpy()])
     assert estimate == pytest.approx(joints.mean() + float(guide.entropy), abs=1e-8)
     se = math.sqrt(joints.var(ddof=1) / k + guide.entropy_se**2)
+    assert guide.elbo_standard_error(x_t, y_t) == pytest.approx(se, rel=1e-8)
     assert abs(estimate - expected) < 4 * se, (estimate, expected, se)
     assert estimate < evidence, (estimate, evidence)       # a lower bound on log p(y) ...
     assert estimate > evidence - 6.0, (estimate, evidence)  # ... and not a vacuous one
