@@ -34,6 +34,7 @@ from bnas_pyro.entropy import (
     StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe, power_iteration,
     step_size_message,
 )
+from bnas_pyro.inference import MinibatchSampler
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 from bnas_pyro.objectives import ElboTerms, trace_terms
 
@@ -504,8 +505,6 @@ class MultistartGuide(nn.Module):
         stops once it has not improved for n steps.  Picking the maximum of a noisy estimate biases
         that ELBO upwards by about its noise, ``entropy_se``.
         """
-        from bnas_pyro.inference import MinibatchSampler  # local: avoid an import cycle
-
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be a positive number of steps, got {patience}")
         sampler = MinibatchSampler(x, y, batch_size, generator)
