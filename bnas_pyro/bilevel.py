@@ -57,6 +57,8 @@ class BilevelSearch:
             ``"adam"`` for the others.
         hyper_lr, hyper_optimizer: the same for h.
         learn: names of the hyperparameters to move (default: all that require grad).
+        hyper_bounds: name -> (low, high): h is projected onto this box after every step on it
+            (projected gradient ascent; e.g. the domain random search draws from).
         batch_size: minibatch size (``None``: full batch).
         num_particles: Monte Carlo draws per objective evaluation.
         fixed_noise: common random numbers for the whole search: every evaluation of L and Q
@@ -88,6 +90,7 @@ class BilevelSearch:
         hyper_lr: float = 1e-2,
         hyper_optimizer: str = "adam",
         learn: Sequence[str] | None = None,
+        hyper_bounds: Mapping[str, tuple[float, float]] | None = None,
         batch_size: int | None = None,
         num_particles: int = 1,
         fixed_noise: bool = False,
@@ -142,6 +145,14 @@ class BilevelSearch:
                                  f"available: {sorted(hyper_named)}")
         self._hyper_names = [n for n, p in hyper_named.items()
                              if p.requires_grad and (learn is None or n in learn)]
+        self.hyper_bounds: dict[str, tuple[float, float]] = {}
+        for name, (low, high) in dict(hyper_bounds or {}).items():
+            if name not in hyper_named:
+                raise ValueError(f"unknown hyperparameter in hyper_bounds: {name!r}; "
+                                 f"available: {sorted(hyper_named)}")
+            if not float(low) <= float(high):
+                raise ValueError(f"hyper_bounds[{name!r}] must have low <= high, got ({low}, {high})")
+            self.hyper_bounds[name] = (float(low), float(high))
         self.inner_optimizer = _OPTIMISERS[inner_optimizer](
             [p for p in guide.parameters() if p.requires_grad], lr=self.lr)
         self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
@@ -246,6 +257,16 @@ class BilevelSearch:
         for p, g in zip(params, grads):
             p.grad = None if g is None else -g.detach()
         self.hyper_optimizer.step()
+        self.project_hyper()
+
+    def project_hyper(self) -> None:
+        """Clamp h onto ``hyper_bounds`` (no-op without bounds)."""
+        if not self.hyper_bounds:
+            return
+        named = dict(self.model.hyper.named_parameters())
+        with torch.no_grad():
+            for name, (low, high) in self.hyper_bounds.items():
+                named[name].clamp_(low, high)
 
     # ------------------------------------------------------------------ the loop
     def prepare(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,

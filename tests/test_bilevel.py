@@ -97,3 +97,30 @@ def test_random_search_ends_holding_its_best_point():
     for r in result.history:
         assert all(-2.0 <= v <= 10.0 for v in r.hyper["log_precision"])
         assert all(-3.0 <= v <= 3.0 for v in r.hyper["structure_logits"])
+
+
+def test_hyper_bounds_project_every_step():
+    x, y = data()
+    search = make_search("greedy", hyper_lr=2.0, hyper_bounds={"log_precision": (-0.5, 0.5)})
+    result = search.run(x, y)
+    values = [v for r in result.history for v in r.hyper["log_precision"]]
+    assert min(values) >= -0.5 and max(values) <= 0.5
+    assert max(abs(v) for v in values) == 0.5  # a step of 2.0 does hit the box
+    with pytest.raises(ValueError, match="unknown hyperparameter in hyper_bounds"):
+        make_search("joint", hyper_bounds={"nope": (0, 1)})
+
+
+def test_fixed_noise_makes_the_objectives_deterministic():
+    x, y = data()
+    fixed = make_search("joint", fixed_noise=True)
+    fixed.prepare(x, y)
+    batch = (x, y, x.shape[0])
+
+    def value(search):
+        with torch.no_grad():
+            return float(search.inner_objective(None, batch))
+
+    assert value(fixed) == value(fixed)
+    fresh = make_search("joint")
+    fresh.prepare(x, y)
+    assert value(fresh) != value(fresh)

@@ -254,7 +254,7 @@ def test_greedy_and_hoag_reach_the_joint_evidence_optimum():
                                  precision="shared").to(DTYPE)
         guide = MeanFieldGuide(model, init_scale=0.1).to(DTYPE)
         search = BilevelSearch(model, guide, Coefficients(), hypergradient=name, inner_steps=10,
-                               outer_steps=60, lr=0.02, hyper_lr=0.15, hyper_optimizer="sgd",
+                               outer_steps=40, lr=0.02, hyper_lr=0.15, hyper_optimizer="sgd",
                                num_particles=2, fixed_noise=True, progress=False, seed=0)
         search.run(X, y)
         found[name] = float(model.hyper.log_precision.detach().exp())

@@ -18,7 +18,15 @@ One evaluation of L (with a fixed minibatch and fixed random state: common rando
 differentiated with ``create_graph`` once and reused by every Hessian-vector product of the solve,
 so all of them see the same sample of the stochastic objective.  If CG meets non-positive
 curvature (theta far from a maximum, or a noisy Hessian) it stops there and keeps the current
-iterate (``extra["hoag_negative_curvature"]``); ``damping`` adds lambda I to the system.
+iterate (``extra["hoag_negative_curvature"]``); CG also never returns an iterate worse than
+zero (see :func:`conjugate_gradient`).  ``damping`` adds lambda I to the system: it bounds the
+Newton-like extrapolation (-d^2 L)^{-1} d_theta Q in directions of small or noisy curvature.
+HOAG's premise is a converged inner problem; where the inner steps cannot converge some
+directions (plain SGD on the scales of a mean-field q, whose curvature is O(1) against O(A) for
+the means), damping matters.  Measured on the Annals of OR problem
+(``examples/hypergradient_comparison.py``, 5 seeds, 50 x 50 steps): best ELBO -70.0 +- 6.6
+without damping (negative curvature in most steps) and -61.3 +- 4.1 with ``damping=10``
+(greedy -61.9, unrolled -61.8).  The default is 0, the exact system.
 
 Bias: exact at theta = theta*(h) with tol -> 0 (the finite-difference test agrees to < 1e-8
 relative error with tol = 1e-12); otherwise its error is that of theta - theta*(h) (first order)
@@ -52,19 +60,22 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor
     """Solve A x = b for symmetric positive definite A given only ``matvec(v) = A v``.
 
     Stops when ||b - A x|| <= rtol ||b||, after ``max_iterations``, or when a search direction
-    has p^T A p <= 0 (A not positive definite there).
+    has p^T A p <= 0 (A not positive definite there).  Safeguards for a noisy or indefinite A:
+    a warm start ``x0`` is used only if its residual is below ||b|| (else CG starts from 0), and
+    the iterate with the smallest residual is returned, so the relative residual is never
+    above 1 (the zero vector's).
     """
     b_norm = float(b.norm())
     if b_norm == 0.0:
         return CGResult(torch.zeros_like(b), 0, 0.0, False)
-    if x0 is None or not torch.isfinite(x0).all():
-        x = torch.zeros_like(b)
-        r = b.clone()
-    else:
-        x = x0.clone()
-        r = b - matvec(x)
+    x, r = torch.zeros_like(b), b.clone()
+    if x0 is not None and torch.isfinite(x0).all() and float(x0.norm()) > 0:
+        r0 = b - matvec(x0)
+        if float(r0.norm()) < b_norm:
+            x, r = x0.clone(), r0
     p = r.clone()
     rs = float(r @ r)
+    best_x, best_rs = x, rs
     iterations = 0
     negative = False
     while iterations < max_iterations and rs ** 0.5 > rtol * b_norm:
@@ -80,7 +91,9 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor
         p = r + (rs_new / rs) * p
         rs = rs_new
         iterations += 1
-    return CGResult(x, iterations, rs ** 0.5 / b_norm, negative)
+        if rs < best_rs:
+            best_x, best_rs = x, rs
+    return CGResult(best_x, iterations, best_rs ** 0.5 / b_norm, negative)
 
 
 class HoagStrategy(GradientStrategy):

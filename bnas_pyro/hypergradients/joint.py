@@ -23,5 +23,6 @@ class JointStrategy(HypergradientStrategy):
             (-objective).backward()
             search.inner_optimizer.step()
             search.hyper_optimizer.step()
+            search.project_hyper()
             L = float(objective.detach())
         return OuterStepInfo(L=L, Q=search.evaluate_outer())

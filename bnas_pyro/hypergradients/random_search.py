@@ -13,7 +13,8 @@ Each outer step
 Default ranges: ``log_precision`` U(-2, 10) (the initialisation range of the Annals of OR
 experiment, METHOD.md section 6); ``structure_logits`` U(-3, 3); ``log_noise_precision``
 U(-2, 10).  Draws use torch's global CPU generator (checkpointed with the search), in float64,
-then move to each hyperparameter's device and dtype.
+then move to each hyperparameter's device and dtype; the search's ``hyper_bounds`` (if any)
+then clip them.
 
 The reported Q of a step is that of the point held (the best so far); the candidate's own Q is
 in ``extra["candidate_Q"]``.  The best Q is a maximum over noisy estimates, so with a stochastic
@@ -67,6 +68,7 @@ class RandomSearchStrategy(HypergradientStrategy):
                 p = named[name]
                 u = torch.rand(p.shape, dtype=torch.float64)
                 p.copy_((low + (high - low) * u).to(p))
+        search.project_hyper()
 
     def outer_step(self, search) -> OuterStepInfo:
         if self.initial is None:

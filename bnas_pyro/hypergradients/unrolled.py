@@ -17,7 +17,8 @@ relative error below 3e-9 in float64 on Bayesian linear regression.
 
 Bias: none (it is the reference the other strategies approximate).
 Cost: eta forward steps, then eta Hessian-vector products (each one forward with a graph and one
-double backward), about 3-4x the eta plain steps (``benchmarks/hypergrad_cost.py``).
+double backward): an outer step costs about 2.3-2.6x eta plain steps
+(``benchmarks/hypergrad_cost.py``).
 Memory: O(eta |theta|) for the stored trajectory.  (Maclaurin et al. avoid it by reversing SGD
 with momentum in exact fixed-point arithmetic; storing theta_t is simpler and exact, and is
 meant for the small problems where the reference is needed.)
