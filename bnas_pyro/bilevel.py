@@ -9,7 +9,9 @@ move h.  The coefficients come from a schedule (a mode), so a new mode is a few 
 loop.  With ``validation=True``, Q is the expected log-likelihood of a validation split instead
 (hold-out validation, a special case of METHOD.md section 4).
 
-theta lives in the guide; h in ``model.hyper``; each has its own optimiser.
+theta lives in the guide; h in ``model.hyper``; each has its own optimiser.  ``prepare(x, y)``
+sets a search up without running it, and ``hypergradient()`` returns a gradient strategy's
+estimate of dQ/dh without moving h (what the finite-difference tests compare).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class BilevelSearch:
         model: a :class:`~bnas_pyro.models.BayesianSupernet` (h = ``model.hyper``).
         guide: any guide with the model's signature (theta = ``guide.parameters()``).
         coefficients: :class:`Coefficients` or a schedule ``(step, num_steps) -> Coefficients``.
-        hypergradient: strategy name (``joint``, ``greedy``, ... see
-            :func:`bnas_pyro.hypergradients.available_strategies`) or an instance.
+        hypergradient: strategy name (``joint``, ``greedy``, ``drmad``, ``hoag``, ``unrolled``,
+            ``random``; see :func:`bnas_pyro.hypergradients.available_strategies`) or an
+            instance; ``hypergradient_options`` are passed to its constructor.
         inner_steps: eta, inner SVI steps per outer step.
         outer_steps: number of outer steps.
         lr, inner_optimizer: step size and optimiser (``"adam"`` or ``"sgd"``) for theta.
