@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .checkpoint import RandomState, load_checkpoint, save_checkpoint
 from .coefficients import Coefficients
 from .hypergradients import GradientStrategy, HypergradientStrategy, get_strategy
-from .inference import MinibatchSampler
+from .inference import MinibatchSampler, wrap_for_guide
 from .objectives import ElboTerms, trace_terms
 from .result import OuterRecord, SearchResult, edge_probabilities
 from .schedules import ScheduleLike, as_schedule
@@ -119,6 +119,11 @@ class BilevelSearch:
                 f"on L (METHOD.md section 5), so it needs inner_optimizer={required!r}, got "
                 f"{inner_optimizer!r}; leave inner_optimizer unset or use 'greedy'/'hoag'/'joint'")
         self.inner_optimizer_name = inner_optimizer
+        if required is not None and hasattr(guide, "wrap_optimizer"):
+            raise ValueError(
+                f"{type(guide).__name__} moves by its own dynamics (wrap_optimizer), but hypergradient "
+                f"{self.strategy.name!r} differentiates through its own gradient ascent on the "
+                f"guide's parameters and would never move it; use 'joint', 'greedy', 'hoag' or 'random'")
         for name, opt in (("inner_optimizer", inner_optimizer), ("hyper_optimizer", hyper_optimizer)):
             if opt not in _OPTIMISERS:
                 raise ValueError(f"{name} must be one of {sorted(_OPTIMISERS)}, got {opt!r}")
@@ -156,8 +161,8 @@ class BilevelSearch:
             if not float(low) <= float(high):
                 raise ValueError(f"hyper_bounds[{name!r}] must have low <= high, got ({low}, {high})")
             self.hyper_bounds[name] = (float(low), float(high))
-        self.inner_optimizer = _OPTIMISERS[inner_optimizer](
-            [p for p in guide.parameters() if p.requires_grad], lr=self.lr)
+        self.inner_optimizer = wrap_for_guide(guide, _OPTIMISERS[inner_optimizer](
+            [p for p in guide.parameters() if p.requires_grad], lr=self.lr))
         self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
         self.history: list[OuterRecord] = []
         self.step = 0

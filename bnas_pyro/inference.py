@@ -45,6 +45,16 @@ class MinibatchSampler:
         return self.x[idx], (None if self.y is None else self.y[idx])
 
 
+def wrap_for_guide(guide, optimizer):
+    """Let a guide that moves by its own dynamics hook into every optimiser step.
+
+    A guide may define ``wrap_optimizer(optimizer) -> optimizer`` (e.g. ``MultistartGuide``, whose
+    restarts take one gradient-descent step whenever theta does); others are left as they are.
+    """
+    wrap = getattr(guide, "wrap_optimizer", None)
+    return optimizer if wrap is None else wrap(optimizer)
+
+
 @dataclass
 class InnerLoop:
     """eta steps of stochastic gradient ascent on L (T^eta of METHOD.md section 5).
@@ -83,7 +93,7 @@ class InnerLoop:
         if self.train_hyperparameters:
             groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
                            "lr": self.hyper_lr if self.hyper_lr is not None else self.lr})
-        return self.optimizer_factory(groups)
+        return wrap_for_guide(self.guide, self.optimizer_factory(groups))
 
     def set_coefficients(self, coefficients: Coefficients) -> None:
         self.coefficients = coefficients

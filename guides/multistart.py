@@ -130,12 +130,12 @@ class MultistartGuide(nn.Module):
     (or by :meth:`optimizer_factory` inside an ``InnerLoop``).  Gradients of the ELBO with respect
     to h hold the trajectory (W^r_tau, S_tau) fixed.
 
-    In :class:`~bnas_pyro.bilevel.BilevelSearch` (strategies ``joint``, ``greedy``, ``hoag``,
-    ``random``) wrap the search's inner optimiser after building it,
-    ``search.inner_optimizer = MultistartOptimizer(guide, search.inner_optimizer)``: every inner
-    step then also takes one descent step on the restarts.  ``unrolled`` and ``drmad``
-    differentiate through their own gradient ascent on ``guide.parameters()`` and never call the
-    optimiser, so the restarts would not move: not supported.  The inner loss uses
+    :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.bilevel.BilevelSearch` (strategies
+    ``joint``, ``greedy``, ``hoag``, ``random``) wrap their optimiser of theta through
+    :meth:`wrap_optimizer`, so every inner step also takes one descent step on the restarts.
+    ``unrolled`` and ``drmad`` differentiate through their own gradient ascent on
+    ``guide.parameters()`` and never call the optimiser, so the restarts would not move: the search
+    refuses that pairing.  The inner loss uses
     ``guide.c_reg``, not the search's coefficients: keep them equal.
 
     Step-size check: every ``check_every`` steps (and at the first) the dominant Hessian eigenvalue
@@ -542,7 +542,14 @@ class MultistartGuide(nn.Module):
         then moves q(Gamma) (and h, with ``train_hyperparameters``) by ``base`` on the ELBO
         gradient, and every restart by one gradient-descent :meth:`step` on the same minibatch.
         """
-        return lambda groups: MultistartOptimizer(self, base(groups, **kwargs))
+        return lambda groups: self.wrap_optimizer(base(groups, **kwargs))
+
+    def wrap_optimizer(self, optimizer: "torch.optim.Optimizer | MultistartOptimizer") -> "MultistartOptimizer":
+        """The hook :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.BilevelSearch` call on
+        their optimiser of theta: each of its steps then also advances the restarts (idempotent)."""
+        if isinstance(optimizer, MultistartOptimizer):
+            return optimizer
+        return MultistartOptimizer(self, optimizer)
 
 
 class MultistartOptimizer:

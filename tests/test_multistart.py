@@ -303,16 +303,25 @@ def test_evidence_example_runs_reduced():
 
 
 def test_plugs_into_bilevel_search(small_blr):
-    """BilevelSearch (if present) with the wrapped inner optimiser: each inner step is a descent step."""
-    bilevel = pytest.importorskip("bnas_pyro.bilevel")
+    """BilevelSearch wraps its inner optimiser through the guide's hook: each inner step is a descent step."""
+    from bnas_pyro import bilevel
     from bnas_pyro.guides.multistart import MultistartOptimizer
 
     model, guide, x_t, y_t, phi, y = small_blr
     log_A = model.hyper.log_precision.detach().clone()
     search = bilevel.BilevelSearch(model, guide, hypergradient="joint", inner_steps=5,
                                    outer_steps=3, progress=False, learn=["log_precision"])
-    search.inner_optimizer = MultistartOptimizer(guide, search.inner_optimizer)
+    assert isinstance(search.inner_optimizer, MultistartOptimizer)  # wrapped by the guide's hook
     result = search.run(x_t, y_t)
     assert guide.num_steps == 3 + 15 and len(guide.history) == 18
     assert all(math.isfinite(r.Q) for r in result.history)
     assert not torch.equal(model.hyper.log_precision.detach(), log_A)  # h moved too
+
+
+def test_unrolled_strategies_refuse_the_multistart_guide(small_blr):
+    from bnas_pyro import BilevelSearch
+
+    model, guide, *_ = small_blr
+    for name in ("unrolled", "drmad"):
+        with pytest.raises(ValueError, match=f"own dynamics.*{name}"):
+            BilevelSearch(model, guide, hypergradient=name, progress=False)
