@@ -27,6 +27,7 @@ reproduce: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/hypergrad_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
