@@ -226,7 +226,9 @@ def collapse_statistics(space: SearchSpace, structure: Mapping[str, str]) -> dic
 
     Over the edges that offer at least one skip or zero primitive *and* at least one other:
     ``skip_zero_fraction`` is the fraction that chose skip or zero, ``collapsed`` is True when
-    all of them did (the cell degenerates to a chain through the fixed edges).
+    all of them did (the cell degenerates to a chain through the fixed edges).  ``disconnected``
+    is True when no path of non-zero choices leads from the input to the output (the network's
+    output does not depend on its input: chance-level accuracy).
     """
     offered = []
     for e, prims in zip(space.edges, space.primitive_instances):
@@ -235,8 +237,20 @@ def collapse_statistics(space: SearchSpace, structure: Mapping[str, str]) -> dic
             offered.append(e.name)
     chosen = [n for n in offered if parameter_free(space, n, structure[n])]
     frac = len(chosen) / len(offered) if offered else 0.0
+    live = set()
+    for e, prims in zip(space.edges, space.primitive_instances):
+        if not prims[e.labels.index(structure[e.name])].is_zero:
+            live.add((e.source, e.target))
+    reached, stack = {space.input}, [space.input]
+    while stack:
+        node = stack.pop()
+        for src, dst in live:
+            if src == node and dst not in reached:
+                reached.add(dst)
+                stack.append(dst)
     return {"edges_with_skip_or_zero": offered, "chose_skip_or_zero": chosen,
-            "skip_zero_fraction": frac, "collapsed": bool(offered) and len(chosen) == len(offered)}
+            "skip_zero_fraction": frac, "collapsed": bool(offered) and len(chosen) == len(offered),
+            "disconnected": space.output not in reached}
 
 
 __all__ = ["DartsResult", "DartsSearch", "PointSupernet", "collapse_statistics",

@@ -171,6 +171,9 @@ def format_summary(result: Mapping[str, Any]) -> str:
         lines.append(f"skip/zero choices: {len(col['chose_skip_or_zero'])} of "
                      f"{len(col['edges_with_skip_or_zero'])} edges that offer them"
                      f"{' (collapsed)' if col['collapsed'] else ''}")
+        if col.get("disconnected"):
+            lines.append("WARNING: the found structure has no path of non-zero operations from the "
+                         "input to the output")
     lines.append(f"wall time {_fmt(m.get('wall_time'), 3)} s (search {_fmt(m.get('search_wall_time'), 3)} s)")
     return "\n".join(lines)
 

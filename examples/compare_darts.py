@@ -12,7 +12,8 @@ both for the same number of epochs over the training split.  Each found structur
 edge, zero/none included for both) is then trained from scratch the same way (Adam, cosine decay,
 train + validation) and scored on the same test split: accuracy, NLL and ECE.  The table also
 shows how many distinct structures the seeds found, how often a search collapsed (every edge
-that offers skip/zero chose it) and the mean fraction of such edges that chose skip/zero.
+that offers skip/zero chose it), how often the found network had no path from input to output
+(all zero: chance accuracy), and the mean fraction of skip/zero choices on the edges offering them.
 
     python examples/compare_darts.py                       # default budget (about 10 minutes)
     python examples/compare_darts.py --mlp-epochs 300 --conv-epochs 60 --retrain-epochs 100
@@ -121,15 +122,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           f"retrained from scratch for {args.retrain_epochs} epochs on train+val; test split of 359")
     print()
     print("| space | method | search epochs | test accuracy | test NLL | test ECE | distinct structures "
-          "| collapsed | skip/zero fraction | search s/seed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| collapsed | no input->output path | skip/zero fraction | search s/seed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         runs = r["runs"]
         distinct = len({tuple(sorted(x["structure"].items())) for x in runs})
         collapsed = sum(x["collapsed"] for x in runs)
+        dead = sum(x["disconnected"] for x in runs)
         print(f"| {r['space']} | {r['method']} | {r['epochs']} | {_ms([x['accuracy'] for x in runs], 4)} "
               f"| {_ms([x['nll'] for x in runs])} | {_ms([x['ece'] for x in runs])} "
-              f"| {distinct} of {len(runs)} | {collapsed} of {len(runs)} "
+              f"| {distinct} of {len(runs)} | {collapsed} of {len(runs)} | {dead} of {len(runs)} "
               f"| {statistics.fmean(x['skip_zero_fraction'] for x in runs):.2f} "
               f"| {statistics.fmean(x['wall'] for x in runs):.1f} |")
     return rows

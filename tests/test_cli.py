@@ -172,3 +172,19 @@ def test_console_script_is_installed():
         pytest.skip("the package is not installed in this interpreter's environment")
     done = subprocess.run([str(exe), "list", "spaces"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "conv_cell" in done.stdout
+
+
+def test_dtype_follows_the_config(tmp_path):
+    """Nothing is pinned to float32 / CPU: with dtype float64 the data, model, guide and derived
+    network all run in float64 (the same path a ``device: cuda`` config takes)."""
+    out = tmp_path / "f64"
+    args = ["search", "-q", "--out", str(out), "--set", "dtype=float64", "--set", "data.name=wine",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=1",
+            "--set", "retrain.epochs=1", "--set", "analysis.draws=4",
+            "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
+    assert main(args) == 0
+    saved = torch.load(out / "network.pt", weights_only=False)
+    assert all(p.dtype == torch.float64 for p in saved["module"].parameters())
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert all(v.dtype == torch.float64 for v in state["guide"].values() if v.is_floating_point())
+    assert not (out / "training.png").exists()

@@ -145,8 +145,14 @@ def test_point_supernet_and_discrete_network():
     stats = collapse_statistics(space, small.structure)
     assert stats["edges_with_skip_or_zero"] == ["x->h2", "h1->h2", "h1->y"]
     assert stats["collapsed"] and stats["skip_zero_fraction"] == 1.0
+    assert not stats["disconnected"]  # x -relu-> h1 -identity-> h2 -linear-> y
     stats = collapse_statistics(space, {**small.structure, "h1->h2": "tanh"})
     assert not stats["collapsed"] and abs(stats["skip_zero_fraction"] - 2 / 3) < 1e-12
+    dead = collapse_statistics(space, {**small.structure, "h1->h2": "zero"})
+    assert dead["collapsed"] and dead["disconnected"]  # h2 (hence y) gets nothing from x
+    net = discrete_network(space, {**small.structure, "h1->h2": "zero"})
+    out = net(torch.randn(6, 4))
+    assert torch.allclose(out, out[:1].expand(6, 3))  # the output ignores the input
 
 
 def test_darts_baseline_and_retraining_learn_wine():
