@@ -6,8 +6,9 @@ any model is built: unknown keys (with a "did you mean"), wrong types, unknown d
 primitives, modes, guides and hypergradients.
 
 The defaults are the embedded default search (what ``bnas-pyro search`` with no argument runs):
-digits as 64-vectors, the MLP cell space, evidence mode, a mean-field guide and the ``joint``
-hypergradient (single-level ELBO maximisation, exact for evidence mode), 150 epochs.
+digits as 64-vectors, the MLP cell space, evidence mode, a mean-field guide and the hypergradient
+the mode asks for (``joint`` for evidence mode: single-level ELBO maximisation, exact there),
+150 epochs.
 
 Example YAML (every key optional)::
 
@@ -21,7 +22,7 @@ Example YAML (every key optional)::
       coefficients: {c_temp: 1.0}
       guide: mean_field
       guide_options: {init_scale: 0.05}
-      hypergradient: joint
+      hypergradient: joint      # default: the mode's own choice (joint; hoag for grow/prune)
       epochs: 100
     retrain: {epochs: 60}
     analysis: {draws: 200, chains: 2}
@@ -91,8 +92,12 @@ class ModelConfig:
 class SearchConfig:
     """The bilevel search: mode, coefficients, guide, hypergradient and budget.
 
-    ``epochs`` counts passes over the training split; one outer step is ``inner_steps`` inner
-    steps (default: one epoch's worth of minibatches).
+    ``mode`` is a mode of :mod:`bnas_pyro.schedules` (``evidence``, ``grow``, ``prune``,
+    ``enumerate``); ``mode_options`` go to :func:`~bnas_pyro.schedules.get_mode` (e.g.
+    ``anneal_to: 0.1`` anneals c_temp, ``start``/``end`` for grow/prune, ``num_runs`` for
+    enumerate); ``coefficients`` are the mode's base coefficients.  ``hypergradient`` defaults to
+    the strategy the mode needs (``null``).  ``epochs`` counts passes over the training split; one
+    outer step is ``inner_steps`` inner steps (default: one epoch's worth of minibatches).
     """
 
     mode: str = "evidence"
@@ -100,7 +105,7 @@ class SearchConfig:
     coefficients: dict = field(default_factory=dict)
     guide: str = "mean_field"
     guide_options: dict = field(default_factory=lambda: {"init_scale": 0.05})
-    hypergradient: str = "joint"
+    hypergradient: Optional[str] = None
     hypergradient_options: dict = field(default_factory=dict)
     epochs: int = 150
     inner_steps: Optional[int] = None
@@ -419,8 +424,9 @@ def _check_names(config: RunConfig) -> None:
             _check_primitive_list(prims, f"space.custom.edges[{i}].primitives")
     one_of("search.mode", config.search.mode, available_modes(), "mode")
     one_of("search.guide", config.search.guide, available_guides(), "guide")
-    one_of("search.hypergradient", config.search.hypergradient, available_hypergradients(),
-           "hypergradient")
+    if config.search.hypergradient is not None:
+        one_of("search.hypergradient", config.search.hypergradient, available_hypergradients(),
+               "hypergradient")
     names = coefficient_names()
     for key, value in config.search.coefficients.items():
         path = f"search.coefficients.{key}"

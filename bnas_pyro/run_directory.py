@@ -153,6 +153,12 @@ def format_summary(result: Mapping[str, Any]) -> str:
         for i, item in enumerate(result["top_k"], 1):
             choice = ", ".join(f"{k}:{v}" for k, v in item["structure"].items())
             lines.append(f"  {i}. p = {item['probability']:.3f}  {choice}")
+    enum = result.get("enumeration")
+    if enum:
+        lines.append(f"enumeration: {len(enum['structures'])} runs, {enum['num_distinct']} distinct "
+                     f"structures; run {enum['chosen_run'] + 1} has the highest ELBO and is reported")
+        for i, (st, e) in enumerate(zip(enum["structures"], enum["elbos"]), 1):
+            lines.append(f"  run {i}: ELBO {e:.6g}  " + ", ".join(f"{k}:{v}" for k, v in st.items()))
     source = result.get("metrics_source", "")
     if data["task"] == "classification":
         lines.append(f"test ({source}): accuracy {_fmt(m.get('test_accuracy'))}, "

@@ -226,6 +226,57 @@ class ProgressCallback:
         return dict(self.last)
 
 
+def search_strategy(config: RunConfig, schedule) -> str:
+    """``search.hypergradient``, or the strategy the mode needs (``joint`` if it names none)."""
+    if config.search.hypergradient is not None:
+        return config.search.hypergradient
+    return getattr(schedule, "hypergradient", None) or "joint"
+
+
+def _is_enumeration(schedule) -> bool:
+    return callable(getattr(schedule, "run", None)) and getattr(schedule, "name", "") == "enumerate"
+
+
+def _enumerate(config: RunConfig, mode, strategy: str, data: SplitData, space: SearchSpace,
+               inner: int, outer: int, directory: Path, progress: bool, callback):
+    """The ``enumerate`` mode: runs f_1..f_N; the run with the highest ELBO is the result."""
+    from .checkpoint import save_checkpoint
+
+    if mode.num_runs is None and space.num_structures > 20:
+        raise ConfigError("search.mode_options.num_runs",
+                          f"enumerate visits all {space.num_structures} structures by default: "
+                          "give num_runs")
+    if config.search.validation:
+        raise ConfigError("search.validation", "the enumerate mode does not take a validation split")
+
+    def factory(i: int):
+        run_config = config.replace(seed=config.seed + i)
+        torch.manual_seed(config.seed + i)
+        model = build_model(run_config, space, data)
+        return model, build_guide(run_config, model, data)
+
+    try:
+        runs = mode.run(factory, data.x_train, data.y_train, seed=config.seed, keep_results=True,
+                        inner_steps=inner, outer_steps=outer, lr=config.search.lr,
+                        hyper_lr=config.search.hyper_lr, batch_size=config.search.batch_size,
+                        num_particles=config.search.num_particles, progress=progress,
+                        callbacks=[callback], hypergradient=strategy,
+                        hypergradient_options=config.search.hypergradient_options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("search", str(err)) from None
+    elbos = [estimate_elbo(r.model, r.guide, data.x_train, data.y_train, num_particles=10)[0]
+             for r in runs.results]
+    best = max(range(len(elbos)), key=elbos.__getitem__)
+    chosen = runs.results[best]
+    save_checkpoint(directory, {"step": len(chosen.history), "run": best,
+                                "guide": chosen.guide.state_dict(),
+                                "hyper": chosen.model.hyper.state_dict(),
+                                "history": [r.to_dict() for r in chosen.history]})
+    info = {"structures": runs.structures, "probabilities": runs.probabilities, "elbos": elbos,
+            "num_distinct": runs.num_distinct, "chosen_run": best}
+    return chosen, info
+
+
 # ------------------------------------------------------------------------------ the run
 @dataclass
 class RunOutcome:
@@ -266,18 +317,25 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
         log(f"space: {space.num_structures} structures, {model.layout.num_parameters} weights; "
             f"run directory: {directory}")
         callback = ProgressCallback(data, config.search.eval_every)
-        try:
-            search = BilevelSearch(
-                model, guide, schedule, config.search.hypergradient, inner_steps=inner,
-                outer_steps=outer, lr=config.search.lr, hyper_lr=config.search.hyper_lr,
-                batch_size=config.search.batch_size, num_particles=config.search.num_particles,
-                validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
-                checkpoint_every=config.search.checkpoint_every, progress=progress,
-                callbacks=[callback], hypergradient_options=config.search.hypergradient_options)
-        except (TypeError, ValueError) as err:
-            raise ConfigError("search", str(err)) from None
+        strategy = search_strategy(config, schedule)
         t0 = time.perf_counter()
-        result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
+        enumeration = None
+        if _is_enumeration(schedule):
+            result, enumeration = _enumerate(config, schedule, strategy, data, space, inner, outer,
+                                             directory, progress, callback)
+            model, guide = result.model, result.guide
+        else:
+            try:
+                search = BilevelSearch(
+                    model, guide, schedule, strategy, inner_steps=inner,
+                    outer_steps=outer, lr=config.search.lr, hyper_lr=config.search.hyper_lr,
+                    batch_size=config.search.batch_size, num_particles=config.search.num_particles,
+                    validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
+                    checkpoint_every=config.search.checkpoint_every, progress=progress,
+                    callbacks=[callback], hypergradient_options=config.search.hypergradient_options)
+            except (TypeError, ValueError) as err:
+                raise ConfigError("search", str(err)) from None
+            result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
         search_time = time.perf_counter() - t0
 
         # ---- analysis of q
@@ -342,8 +400,11 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
                     "pareto_k_over_0.7": int((loo.pareto_k > 0.7).sum())},
             "timings": {"search": search_time, "analysis": analysis_time, "retrain": retrain_time},
             "validation_metric": callback.metric,
-            "strategy": result.info.get("strategy"),
+            "mode": config.search.mode,
+            "strategy": result.info.get("strategy", strategy),
         }
+        if enumeration is not None:
+            summary["enumeration"] = enumeration
         outcome = RunOutcome(directory, config, data, result, summary, network, idata)
         write_run(outcome)
         summary["metrics"]["wall_time"] = time.perf_counter() - start
@@ -366,4 +427,5 @@ def _histogram(values: Tensor | None, bins: int = 50) -> dict[str, Any] | None:
 
 __all__ = ["ProgressCallback", "RunOutcome", "build_data", "build_guide", "build_model",
            "build_search_space", "complexity_measures", "derive_network", "make_schedule",
-           "outer_and_inner_steps", "relative_densities", "run_search", "top_structures"]
+           "outer_and_inner_steps", "relative_densities", "run_search", "search_strategy",
+           "top_structures"]

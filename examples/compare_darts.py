@@ -35,7 +35,7 @@ from bnas_pyro.bilevel import BilevelSearch
 from bnas_pyro.config import default_config
 from bnas_pyro.metrics import evaluate_network
 from bnas_pyro.runner import (build_data, build_guide, build_model, build_search_space, make_schedule,
-                              outer_and_inner_steps)
+                              outer_and_inner_steps, search_strategy)
 
 SPACES = {
     "mlp": {"data.name": "digits", "space.name": "mlp_cell"},
@@ -50,7 +50,8 @@ def bayes_search(config) -> tuple[dict[str, str], float]:
     guide = build_guide(config, model, data)
     outer, inner = outer_and_inner_steps(config, data)
     s = config.search
-    search = BilevelSearch(model, guide, make_schedule(config), s.hypergradient, inner_steps=inner,
+    schedule = make_schedule(config)
+    search = BilevelSearch(model, guide, schedule, search_strategy(config, schedule), inner_steps=inner,
                            outer_steps=outer, lr=s.lr, hyper_lr=s.hyper_lr, batch_size=s.batch_size,
                            num_particles=s.num_particles, seed=config.seed, progress=False)
     t = time.perf_counter()

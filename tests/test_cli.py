@@ -188,3 +188,22 @@ def test_dtype_follows_the_config(tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert all(v.dtype == torch.float64 for v in state["guide"].values() if v.is_floating_point())
     assert not (out / "training.png").exists()
+
+
+def test_enumerate_mode_through_the_cli(tmp_path, capsys):
+    base = ["search", "-q", "--set", "data.name=wine", "--set", "space.options={hidden: 4}",
+            "--set", "search.mode=enumerate", "--set", "search.epochs=3", "--set", "retrain.epochs=2",
+            "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
+            "--set", "analysis.plots=false"]
+    # 96 structures: enumerating all of them by default would take long, so num_runs is required
+    assert main(base + ["--out", str(tmp_path / "no")]) == 2
+    assert "search.mode_options.num_runs" in capsys.readouterr().err
+    out = tmp_path / "enum"
+    assert main(base + ["--set", "search.mode_options={num_runs: 2}", "--out", str(out)]) == 0
+    r = json.loads((out / "result.json").read_text())
+    e = r["enumeration"]
+    assert len(e["structures"]) == len(e["elbos"]) == 2
+    assert e["chosen_run"] == int(np.argmax(e["elbos"]))
+    assert r["structure"] == e["structures"][e["chosen_run"]]
+    assert r["mode"] == "enumerate" and r["strategy"] == "joint"
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["run"] == e["chosen_run"]

@@ -18,7 +18,15 @@ def _error(data) -> ConfigError:
 def test_default_config_is_the_documented_default_search():
     c = default_config()
     assert (c.data.name, c.space.name, c.search.mode) == ("digits", "mlp_cell", "evidence")
-    assert (c.search.guide, c.search.hypergradient, c.device, c.seed) == ("mean_field", "joint", "cpu", 0)
+    assert (c.search.guide, c.device, c.seed) == ("mean_field", "cpu", 0)
+    assert c.search.hypergradient is None  # the mode's own: joint for evidence mode
+    from bnas_pyro.runner import make_schedule, search_strategy
+
+    assert search_strategy(c, make_schedule(c)) == "joint"
+    prune = c.replace(**{"search.mode": "prune"})
+    assert search_strategy(prune, make_schedule(prune)) == "hoag"
+    forced = prune.replace(**{"search.hypergradient": "greedy"})
+    assert search_strategy(forced, make_schedule(forced)) == "greedy"
     assert load_config(None) == c
 
 
