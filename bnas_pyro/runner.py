@@ -33,8 +33,7 @@ from .baselines import collapse_statistics, discrete_network, residual_std, trai
 from .coefficients import Coefficients
 from .config import ConfigError, RunConfig, guide_class
 from .data import SplitData, load_dataset
-from .metrics import (evaluate_bayesian, evaluate_network, posterior_predictive,
-                      primary_metric)
+from .metrics import evaluate_bayesian, evaluate_network, posterior_predictive
 from .objectives import estimate_elbo, trace_terms
 from .search_space import SearchSpace, SearchSpaceError
 from .spaces import build_space
@@ -372,7 +371,6 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
                                             noise_std=noise, y_std=data.y_std)
         retrain_time = time.perf_counter() - t2
 
-        metric, _ = primary_metric(task)
         headline = derived_test if derived_test else supernet_test
         metrics: dict[str, Any] = {f"test_{k}": v for k, v in headline.items()}
         metrics.update({f"supernet_test_{k}": v for k, v in supernet_test.items()})
