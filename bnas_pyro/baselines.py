@@ -72,9 +72,17 @@ class PointSupernet(nn.Module):
     @property
     def structure(self) -> dict[str, str]:
         """argmax alpha per edge, as edge name -> primitive label."""
+        return self.derive(exclude_zero=False)
+
+    def derive(self, exclude_zero: bool = False) -> dict[str, str]:
+        """argmax alpha per edge; with ``exclude_zero`` the zero/none op is never chosen (DARTS's
+        own derivation rule) unless it is the edge's only primitive."""
         probs = self.edge_probabilities()
-        return {e.name: e.labels[max(range(len(e)), key=lambda l: probs[e.name][l])]
-                for e in self.space.edges}
+        out = {}
+        for e, prims in zip(self.space.edges, self.space.primitive_instances):
+            allowed = [l for l in range(len(e)) if not (exclude_zero and prims[l].is_zero)] or [0]
+            out[e.name] = e.labels[max(allowed, key=lambda l: probs[e.name][l])]
+        return out
 
     def weight_parameters(self) -> list[nn.Parameter]:
         return [self.weights]

@@ -138,6 +138,14 @@ def test_point_supernet_and_discrete_network():
     for g in net.gammas():
         assert g is None or torch.isclose(g.sum(), torch.tensor(1.0))
     assert net(torch.randn(7, 4)).shape == (7, 3)
+    with torch.no_grad():  # make zero the argmax on every edge that has it
+        for e, edge in enumerate(space.edges):
+            if "zero" in edge.labels:
+                net.edge_alpha(e)[edge.labels.index("zero")] += 5.0
+    assert net.structure["h1->y"] == "zero" and net.structure["h1->h2"] == "zero"
+    darts_rule = net.derive(exclude_zero=True)
+    assert all(v != "zero" for v in darts_rule.values())
+    assert darts_rule["x->h1"] == net.structure["x->h1"]  # no zero there: the same argmax
     choice = {"x->h1": "relu", "x->h2": "zero", "h1->h2": "identity", "h1->y": "zero"}
     small = discrete_network(space, choice)
     assert all(len(e) == 1 for e in small.space.edges)
