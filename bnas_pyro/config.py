@@ -105,6 +105,10 @@ class SearchConfig:
     enumerate); ``coefficients`` are the mode's base coefficients.  ``hypergradient`` defaults to
     the strategy the mode needs (``null``).  ``epochs`` counts passes over the training split; one
     outer step is ``inner_steps`` inner steps (default: one epoch's worth of minibatches).
+    ``restarts`` > 1 runs that many searches from new initialisations (seeds ``seed``,
+    ``seed + 1``, ...; the data split stays) and keeps the one with the highest final ELBO
+    (:func:`bnas_pyro.restarts.run_restarts`, METHOD.md section 3), ``restart_processes`` of them
+    at a time.
     """
 
     mode: str = "evidence"
@@ -123,6 +127,8 @@ class SearchConfig:
     validation: bool = False
     eval_every: int = 1
     checkpoint_every: int = 10
+    restarts: int = 1
+    restart_processes: int = 1
 
 
 @dataclass
@@ -345,6 +351,8 @@ def _positive(config: RunConfig) -> None:
         ("search.num_particles", config.search.num_particles, 1),
         ("search.eval_every", config.search.eval_every, 1),
         ("search.checkpoint_every", config.search.checkpoint_every, 1),
+        ("search.restarts", config.search.restarts, 1),
+        ("search.restart_processes", config.search.restart_processes, 1),
         ("retrain.epochs", config.retrain.epochs, 0), ("retrain.batch_size", config.retrain.batch_size, 1),
         ("analysis.draws", config.analysis.draws, 2), ("analysis.chains", config.analysis.chains, 1),
         ("analysis.predictive_draws", config.analysis.predictive_draws, 1),

@@ -10,6 +10,8 @@ A run directory holds:
 ``checkpoint.pt``           the search state (:mod:`bnas_pyro.checkpoint`; resumable)
 ``network.pt``              the derived, retrained network: structure, space, state dict and
                             the module itself (``torch.load(..., weights_only=False)["module"]``)
+``network.json``            the same network as JSON (``bnas_pyro.load_network``), when it
+                            comes from ``SearchResult.derive`` (:mod:`bnas_pyro.export`)
 ``posterior.nc``            ArviZ InferenceData (:mod:`bnas_pyro.posterior`)
 ``structure_posterior.png`` q(argmax gamma = l) per edge
 ``training.png``            ELBO and structure probabilities over training
@@ -35,6 +37,7 @@ CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
 POSTERIOR_FILE = "posterior.nc"
 NETWORK_FILE = "network.pt"
+NETWORK_JSON = "network.json"
 PLOT_FILES = (plots.STRUCTURE_PNG, plots.TRAINING_PNG, plots.RHO_PNG)
 RUN_FILES = (CONFIG_FILE, RESULT_FILE, CHECKPOINT_NAME, NETWORK_FILE, POSTERIOR_FILE) + PLOT_FILES
 
@@ -86,6 +89,10 @@ def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
                     "class": type(outcome.network).__qualname__,
                     "state_dict": outcome.network.state_dict(), "module": outcome.network},
                    d / NETWORK_FILE)
+        if type(outcome.network).__name__ == "DerivedNetwork":  # from SearchResult.derive()
+            from .export import save_network
+
+            save_network(outcome.network, d / NETWORK_JSON)
     if posterior and outcome.idata is not None:
         post.save(outcome.idata, d / POSTERIOR_FILE)
     if draw and outcome.config.analysis.plots:
@@ -159,6 +166,16 @@ def format_summary(result: Mapping[str, Any]) -> str:
                      f"structures; run {enum['chosen_run'] + 1} has the highest ELBO and is reported")
         for i, (st, e) in enumerate(zip(enum["structures"], enum["elbos"]), 1):
             lines.append(f"  run {i}: ELBO {e:.6g}  " + ", ".join(f"{k}:{v}" for k, v in st.items()))
+    rest = result.get("restarts")
+    if rest:
+        lines.append(f"restarts: {len(rest['records'])}; kept restart {rest['best_index']} "
+                     "(highest final ELBO)")
+        for rec in rest["records"]:
+            mark = "*" if rec["index"] == rest["best_index"] else " "
+            lines.append(f" {mark} restart {rec['index']} (seed {rec['seed']}): ELBO "
+                         f"{rec['elbo']:.6g} +- {rec['elbo_se']:.3g}, q = "
+                         f"{rec['structure_probability']:.3f}, "
+                         + ", ".join(f"{k}:{v}" for k, v in rec["structure"].items()))
     source = result.get("metrics_source", "")
     if data["task"] == "classification":
         lines.append(f"test ({source}): accuracy {_fmt(m.get('test_accuracy'))}, "

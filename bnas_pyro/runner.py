@@ -225,6 +225,61 @@ class ProgressCallback:
         return dict(self.last)
 
 
+def _make_search(config: RunConfig, model, guide, schedule, strategy: str, inner: int, outer: int,
+                 directory: Path | None, progress: bool, callbacks):
+    from .bilevel import BilevelSearch
+
+    try:
+        return BilevelSearch(
+            model, guide, schedule, strategy, inner_steps=inner, outer_steps=outer,
+            lr=config.search.lr, hyper_lr=config.search.hyper_lr,
+            batch_size=config.search.batch_size, num_particles=config.search.num_particles,
+            validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
+            checkpoint_every=config.search.checkpoint_every, progress=progress,
+            callbacks=callbacks, hypergradient_options=config.search.hypergradient_options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("search", str(err)) from None
+
+
+def restart_search(config: RunConfig, split_seed: int, progress: bool, seed: int):
+    """``build(seed)`` of :func:`bnas_pyro.restarts.run_restarts`: a fresh model, guide and search
+    with initialisation seed ``seed`` on the run's split (module level: picklable for processes)."""
+    run_config = config.replace(seed=seed, **{"data.seed": split_seed})
+    torch.manual_seed(seed)
+    data = build_data(run_config)
+    space = build_search_space(run_config, data)
+    model = build_model(run_config, space, data)
+    guide = build_guide(run_config, model, data)
+    schedule = make_schedule(run_config)
+    outer, inner = outer_and_inner_steps(run_config, data)
+    callbacks = [ProgressCallback(data, config.search.eval_every)]
+    return _make_search(run_config, model, guide, schedule, search_strategy(run_config, schedule),
+                        inner, outer, None, progress, callbacks)
+
+
+def _restarts(config: RunConfig, data: SplitData, directory: Path, progress: bool, callback):
+    """``search.restarts`` searches; the one with the highest final ELBO is the result."""
+    import functools
+
+    from .checkpoint import save_checkpoint
+    from .restarts import run_restarts
+
+    split_seed = config.seed if config.data.seed is None else config.data.seed
+    processes = config.search.restart_processes
+    build = functools.partial(restart_search, config, split_seed, progress and processes == 1)
+    report = run_restarts(build, data.x_train, data.y_train, config.search.restarts,
+                          seed=config.seed, processes=processes, x_val=data.x_val, y_val=data.y_val,
+                          elbo_particles=50, num_threads=config.threads)
+    best = report.best
+    for record in best.history:  # the progress callback's last values, for the summary
+        callback.last = {k: v for k, v in record.extra.items()}
+    save_checkpoint(directory, {"step": len(best.history), "restart": report.best_index,
+                                "guide": best.guide.state_dict(),
+                                "hyper": best.model.hyper.state_dict(),
+                                "history": [r.to_dict() for r in best.history]})
+    return best, report.to_dict()
+
+
 def search_strategy(config: RunConfig, schedule) -> str:
     """``search.hypergradient``, or the strategy the mode needs (``joint`` if it names none)."""
     if config.search.hypergradient is not None:
@@ -247,6 +302,9 @@ def _enumerate(config: RunConfig, mode, strategy: str, data: SplitData, space: S
                           "give num_runs")
     if config.search.validation:
         raise ConfigError("search.validation", "the enumerate mode does not take a validation split")
+    if config.search.restarts > 1:
+        raise ConfigError("search.restarts", "the enumerate mode runs its own sequence of searches; "
+                                             "set restarts to 1")
 
     def factory(i: int):
         run_config = config.replace(seed=config.seed + i)
@@ -295,7 +353,6 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
                log: Callable[[str], None] = print) -> RunOutcome:
     """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
     from . import posterior as post
-    from .bilevel import BilevelSearch
     from .run_directory import new_run_dir, write_run
 
     start = time.perf_counter()
@@ -318,22 +375,17 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
         callback = ProgressCallback(data, config.search.eval_every)
         strategy = search_strategy(config, schedule)
         t0 = time.perf_counter()
-        enumeration = None
+        enumeration = restarts = None
         if _is_enumeration(schedule):
             result, enumeration = _enumerate(config, schedule, strategy, data, space, inner, outer,
                                              directory, progress, callback)
             model, guide = result.model, result.guide
+        elif config.search.restarts > 1:
+            result, restarts = _restarts(config, data, directory, progress, callback)
+            model, guide = result.model, result.guide
         else:
-            try:
-                search = BilevelSearch(
-                    model, guide, schedule, strategy, inner_steps=inner,
-                    outer_steps=outer, lr=config.search.lr, hyper_lr=config.search.hyper_lr,
-                    batch_size=config.search.batch_size, num_particles=config.search.num_particles,
-                    validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
-                    checkpoint_every=config.search.checkpoint_every, progress=progress,
-                    callbacks=[callback], hypergradient_options=config.search.hypergradient_options)
-            except (TypeError, ValueError) as err:
-                raise ConfigError("search", str(err)) from None
+            search = _make_search(config, model, guide, schedule, strategy, inner, outer, directory,
+                                  progress, [callback])
             result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
         search_time = time.perf_counter() - t0
 
@@ -403,6 +455,8 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
         }
         if enumeration is not None:
             summary["enumeration"] = enumeration
+        if restarts is not None:
+            summary["restarts"] = restarts
         outcome = RunOutcome(directory, config, data, result, summary, network, idata)
         write_run(outcome)
         summary["metrics"]["wall_time"] = time.perf_counter() - start

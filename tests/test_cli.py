@@ -106,6 +106,17 @@ def test_checkpoint_network_and_posterior_files_are_usable(run):
     with torch.no_grad():
         acc = float((net(d.x_test).argmax(-1) == d.y_test).double().mean())
     assert math.isclose(acc, r["metrics"]["test_accuracy"], abs_tol=1e-12)
+    # with SearchResult.derive (bnas_pyro.export) the network is also written as JSON
+    import importlib.util
+
+    has_export = importlib.util.find_spec("bnas_pyro.export") is not None
+    assert (out / "network.json").exists() == has_export
+    if has_export:
+        from bnas_pyro.export import load_network
+
+        again = load_network(out / "network.json")
+        with torch.no_grad():
+            assert torch.equal(again(d.x_test), net(d.x_test))
     from bnas_pyro import posterior as post
 
     idata = post.load(out / "posterior.nc")
@@ -229,3 +240,22 @@ def test_regression_run_reports_rmse_in_original_units(tmp_path):
     assert 40 < m["supernet_test_rmse"] < baseline
     assert math.isfinite(m["test_nll"]) and 4 < m["test_nll"] < 7  # nats, original units
     assert r["validation_metric"] == "val_rmse"
+
+
+def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
+    out = tmp_path / "restarts"
+    args = ["search", "-q", "--out", str(out), "--set", "data.name=wine",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=4",
+            "--set", "search.restarts=3", "--set", "retrain.epochs=2", "--set", "analysis.draws=4",
+            "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
+    assert main(args) == 0
+    r = json.loads((out / "result.json").read_text())
+    records = r["restarts"]["records"]
+    assert [rec["seed"] for rec in records] == [0, 1, 2]
+    best = r["restarts"]["best_index"]
+    assert best == int(np.argmax([rec["elbo"] for rec in records]))
+    assert r["structure"] == records[best]["structure"]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["restart"] == best
+    assert "kept restart" in capsys.readouterr().out
+    # one split for all restarts: the test split's size is the run's
+    assert r["data"]["sizes"]["test"] == 36
