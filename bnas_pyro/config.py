@@ -133,9 +133,16 @@ class SearchConfig:
 
 @dataclass
 class RetrainConfig:
-    """Retraining of the derived network (a plain ``nn.Module``) on train + validation."""
+    """Retraining of the derived network (a plain ``nn.Module``) on train + validation.
+
+    ``init``: ``scratch`` (default, as DARTS retrains its genotype) starts from a fresh random
+    initialisation; ``posterior_mean`` starts from E_q[W] (``SearchResult.derive``).  Measured on
+    the default digits search (3 retraining seeds): scratch 0.967-0.972 test accuracy, posterior
+    mean 0.961-0.964 (a mean-field q shrinks most means towards 0, a poor starting point).
+    """
 
     enabled: bool = True
+    init: Literal["scratch", "posterior_mean"] = "scratch"
     epochs: int = 60
     lr: float = 0.003
     weight_decay: float = 0.0001

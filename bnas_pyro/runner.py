@@ -125,13 +125,31 @@ def _structure_item(item: Any) -> dict[str, Any]:
     return {"structure": dict(structure), "probability": float(getattr(item, "probability"))}
 
 
-def derive_network(result, space: SearchSpace, structure: dict[str, str], seed: int) -> tuple[nn.Module, str]:
-    """The chosen structure as a plain module: ``result.derive()`` (posterior means) if available,
-    else a freshly initialised network of that structure."""
-    derive = getattr(result, "derive", None)
-    if callable(derive):
-        return derive(), "posterior_mean"
-    return discrete_network(space, structure, torch.Generator().manual_seed(seed)), "scratch"
+def derive_network(result, space: SearchSpace, structure: dict[str, str], seed: int,
+                   init: str = "scratch") -> tuple[nn.Module, str]:
+    """The chosen structure as a plain module.
+
+    ``init="posterior_mean"``: ``result.derive(structure)`` (E_q[W], :mod:`bnas_pyro.export`);
+    ``"scratch"``: the same network class with weights drawn afresh, N(0, init_std) per primitive
+    as the guides' initial means, seeded by ``seed`` (:func:`bnas_pyro.export.build_network`; a
+    :class:`~bnas_pyro.baselines.PointSupernet` of the structure when export is not available).
+    """
+    try:
+        from .export import build_network
+    except ImportError:
+        build_network = None
+    if init == "posterior_mean":
+        derive = getattr(result, "derive", None)
+        if not callable(derive):
+            raise ConfigError("retrain.init", "posterior_mean needs SearchResult.derive")
+        return derive(structure), "posterior_mean"
+    gen = torch.Generator().manual_seed(seed)
+    if build_network is None:
+        return discrete_network(space, structure, gen), "scratch"
+    std = result.model.layout.init_std
+    weights = (torch.randn(std.shape, generator=gen) * std).to(result.model.hyper.log_precision)
+    return build_network(space, dict(structure), weights, {"structure": dict(structure),
+                                                           "init": "scratch", "seed": seed}), "scratch"
 
 
 # ------------------------------------------------------------------------------ building
@@ -410,7 +428,8 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
         derived_test: dict[str, float] = {}
         t2 = time.perf_counter()
         if config.retrain.enabled:
-            network, init = derive_network(result, space, structure, config.seed)
+            network, init = derive_network(result, space, structure, config.seed,
+                                           config.retrain.init)
             network = network.to(device=data.x_train.device, dtype=data.x_train.dtype)
             r = config.retrain
             x_fit, y_fit = data.x_train, data.y_train

@@ -259,3 +259,30 @@ def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
     assert "kept restart" in capsys.readouterr().out
     # one split for all restarts: the test split's size is the run's
     assert r["data"]["sizes"]["test"] == 36
+
+
+def test_posterior_mean_init_saves_the_derived_network(tmp_path):
+    pytest.importorskip("bnas_pyro.export")
+    out = tmp_path / "pm"
+    args = ["search", "-q", "--out", str(out), "--set", "data.name=wine", "--set", "seed=2",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=3",
+            "--set", "retrain.init=posterior_mean", "--set", "retrain.epochs=0",
+            "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
+            "--set", "analysis.plots=false"]
+    assert main(args) == 0
+    from bnas_pyro.result import SearchResult
+    from bnas_pyro.runner import build_data, build_guide, build_model, build_search_space
+
+    config = load_config(out / "config.yaml")
+    data = build_data(config)
+    model = build_model(config, build_search_space(config, data), data)
+    guide = build_guide(config, model, data)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    guide.load_state_dict(state["guide"])
+    model.hyper.load_state_dict(state["hyper"])
+    r = json.loads((out / "result.json").read_text())
+    expected = SearchResult(model, guide, []).derive(r["structure"])
+    saved = torch.load(out / "network.pt", weights_only=False)["module"]
+    with torch.no_grad():
+        assert torch.allclose(saved(data.x_test), expected(data.x_test), atol=1e-6)
+    assert r["derived"]["init"] == "posterior_mean"
