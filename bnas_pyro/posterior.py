@@ -315,7 +315,7 @@ def compare(results: "Mapping[str, Any] | Sequence[Any]", x: Tensor | None = Non
             if x is None or y is None:
                 raise ValueError(f"{name!r} is a search result: pass the data (x, y) to compare on")
             data[name] = to_inference_data(item, x, y, num_draws=num_draws, num_chains=num_chains,
-                                           seed=seed, num_prior_draws=num_chains)
+                                           seed=seed, num_prior_draws=2 * num_chains)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return az.compare(data, ic=ic, **kwargs)
