@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 from torch.func import functional_call
 from tqdm.auto import tqdm
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from .checkpoint import RandomState, load_checkpoint, save_checkpoint
 from .coefficients import Coefficients
 from .hypergradients import GradientStrategy, HypergradientStrategy, get_strategy
-from .inference import MinibatchSampler, wrap_for_guide
+from .inference import MinibatchSampler, materialise_guide, sync_guide_coefficients, wrap_for_guide
 from .objectives import ElboTerms, trace_terms
 from .result import OuterRecord, SearchResult, edge_probabilities
 from .schedules import ScheduleLike, as_schedule
@@ -139,12 +140,15 @@ class BilevelSearch:
         self.noise: RandomState | None = None
         self.validation = bool(validation)
         self.comb_targets, self.comb_samples = list(comb_targets), int(comb_samples)
+        for target in self.comb_targets:
+            target.check(model.space)
         self.seed = seed
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every = int(checkpoint_every)
         self.progress, self.callbacks = progress, list(callbacks)
         self.coefficients: Coefficients = self.schedule(0, max(self.outer_steps, 1))
         self.model.temperature = self.coefficients.c_temp
+        sync_guide_coefficients(guide, self.coefficients)
         hyper_named = dict(model.hyper.named_parameters())
         if learn is not None:
             unknown = set(learn) - set(hyper_named)
@@ -291,6 +295,13 @@ class BilevelSearch:
             torch.manual_seed(self.seed)
             generator.manual_seed(self.seed)
         self.sampler = MinibatchSampler(x, y, self.batch_size, generator)
+        if isinstance(self.guide, AutoGuide):  # its parameters exist only after a first call
+            before = {id(p) for p in self.guide.parameters()}
+            materialise_guide(self.guide, x[: self.sampler.batch_size],
+                              None if y is None else y[: self.sampler.batch_size], x.shape[0])
+            if {id(p) for p in self.guide.parameters()} != before:
+                self.inner_optimizer = wrap_for_guide(self.guide, _OPTIMISERS[self.inner_optimizer_name](
+                    [p for p in self.guide.parameters() if p.requires_grad], lr=self.lr))
         self.noise = RandomState.capture(self._device()) if self.fixed_noise else None
 
     def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
@@ -314,6 +325,7 @@ class BilevelSearch:
         for k in bar:
             self.coefficients = self.schedule(k, self.outer_steps)
             self.model.temperature = self.coefficients.c_temp
+            sync_guide_coefficients(self.guide, self.coefficients)
             info = self.strategy.outer_step(self)
             record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
             record.extra.update(getattr(info, "extra", None) or {})

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -43,6 +44,22 @@ class MinibatchSampler:
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
         return self.x[idx], (None if self.y is None else self.y[idx])
+
+
+def materialise_guide(guide, x: Tensor, y: Tensor | None, num_data: int | None) -> None:
+    """Call a Pyro autoguide once so that it creates its parameters (they are made lazily, at
+    the first call); an optimiser built before that would never see them."""
+    if isinstance(guide, AutoGuide):
+        with torch.no_grad():
+            guide(x, y, num_data)
+
+
+def sync_guide_coefficients(guide, coefficients: Coefficients) -> None:
+    """Tell a guide that uses the coefficients itself (``set_coefficients``, e.g. the multistart
+    guide's own descent on L) what they are now."""
+    hook = getattr(guide, "set_coefficients", None)
+    if hook is not None:
+        hook(coefficients)
 
 
 def wrap_for_guide(guide, optimizer):
@@ -87,8 +104,7 @@ class InnerLoop:
         self.optimizer = None  # built at the first step: Pyro autoguides create parameters lazily
 
     def _build_optimizer(self, x: Tensor, y: Tensor | None, num_data: int | None):
-        with torch.no_grad():
-            self.guide(x, y, num_data)  # lets a lazy guide (e.g. pyro's AutoNormal) create theta
+        materialise_guide(self.guide, x, y, num_data)
         groups = [{"params": [p for p in self.guide.parameters() if p.requires_grad], "lr": self.lr}]
         if self.train_hyperparameters:
             groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
@@ -99,6 +115,7 @@ class InnerLoop:
         self.coefficients = coefficients
         self.elbo.coefficients = coefficients
         self.model.temperature = coefficients.c_temp
+        sync_guide_coefficients(self.guide, coefficients)
 
     def step(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> float:
         """One SVI step; returns the (negated-loss) value of L before the step."""
@@ -106,6 +123,8 @@ class InnerLoop:
             self.optimizer = self._build_optimizer(x, y, num_data)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.elbo.differentiable_loss(self.model, self.guide, x, y, num_data)
+        if self.train_hyperparameters and hasattr(self.model, "log_hyperprior"):
+            loss = loss - self.model.log_hyperprior()  # h maximises L + log p(h)
         loss.backward()
         self.optimizer.step()
         value = -float(loss.detach())

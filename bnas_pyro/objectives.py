@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 from pyro.infer import ELBO
@@ -70,39 +71,52 @@ def _is_structure(site) -> bool:
     return site["infer"].get("bnas_role") == "structure"
 
 
+#: which (q, p) distribution type pairs have an analytic KL (looked up once per pair)
+_ANALYTIC_KL: dict[tuple[type, type], bool] = {}
+
+
+def _site_kl(q, p, value: Tensor) -> Tensor:
+    """KL(q || p) per batch element: analytic when torch/Pyro has it, else log q(v) - log p(v)."""
+    key = (type(q), type(p))
+    if _ANALYTIC_KL.get(key, True):
+        try:
+            kl = kl_divergence(q, p)
+            _ANALYTIC_KL[key] = True
+            return kl
+        except NotImplementedError:
+            _ANALYTIC_KL[key] = False
+    return q.log_prob(value) - p.log_prob(value)  # Monte Carlo with the reparameterised sample
+
+
 def trace_terms(model, guide, *args, **kwargs) -> ElboTerms:
-    """One Monte Carlo draw of :class:`ElboTerms`: trace the guide, replay the model."""
+    """One Monte Carlo draw of :class:`ElboTerms`: trace the guide, replay the model.
+
+    Pyro's scale (``plate`` subsampling, ``poutine.scale``) and mask apply to every site, observed
+    or latent, as in :class:`pyro.infer.TraceMeanField_ELBO`.
+    """
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    zero = None
-    log_lik = kl_w = kl_s = 0.0
+    log_lik = kl_w = kl_s = None
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        fn = site["fn"]
         if site["is_observed"]:
-            lp = fn.log_prob(site["value"])
-            scale = site["scale"]
-            log_lik = log_lik + (lp.sum() * scale if scale != 1.0 else lp.sum())
+            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
+            log_lik = lp if log_lik is None else log_lik + lp
             continue
         guide_site = guide_trace.nodes.get(name)
         if guide_site is None or guide_site["type"] != "sample":
             raise ValueError(f"the guide does not sample the model's latent site {name!r}")
-        q = guide_site["fn"]
-        try:
-            kl = kl_divergence(q, fn).sum()
-        except NotImplementedError:  # Monte Carlo with the reparameterised sample
-            value = guide_site["value"]
-            kl = (q.log_prob(value) - fn.log_prob(value)).sum()
+        kl = _site_kl(guide_site["fn"], site["fn"], guide_site["value"])
+        kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
         if _is_structure(site):
-            kl_s = kl_s + kl
+            kl_s = kl if kl_s is None else kl_s + kl
         else:
-            kl_w = kl_w + kl
-        zero = kl
-    if zero is None:
-        zero = torch.as_tensor(log_lik)
-    as_tensor = lambda v: v if torch.is_tensor(v) else zero.new_tensor(v)  # noqa: E731
-    return ElboTerms(as_tensor(log_lik), as_tensor(kl_w), as_tensor(kl_s))
+            kl_w = kl if kl_w is None else kl_w + kl
+    like = next(v for v in (log_lik, kl_w, kl_s, torch.zeros(())) if v is not None)
+    zero = like.new_zeros(())
+    return ElboTerms(zero if log_lik is None else log_lik, zero if kl_w is None else kl_w,
+                     zero if kl_s is None else kl_s)
 
 
 class ScaledELBO(ELBO):

@@ -45,6 +45,20 @@ class StructureDistribution:
                 probs[e.name] = [mass if lab == structure[e.name] else rest for lab in e.labels]
         return cls(probs, temperature)
 
+    def check(self, space) -> None:
+        """Every named edge exists in ``space``, has a choice, and gets one s' per primitive."""
+        edges = {e.name: e for e in space.edges}
+        for name, logits in self.logits.items():
+            if name not in edges:
+                raise ValueError(f"structure distribution names edge {name!r}, which the search "
+                                 f"space does not have; edges: {sorted(edges)}")
+            if len(edges[name]) == 1:
+                raise ValueError(f"structure distribution on edge {name}: the edge has a single "
+                                 f"primitive, so there is no structure to push towards or away from")
+            if logits.shape[-1] != len(edges[name]):
+                raise ValueError(f"structure distribution on edge {name}: {logits.shape[-1]} values "
+                                 f"for {len(edges[name])} primitives {edges[name].labels}")
+
     def distribution(self, edge: str, like: Tensor) -> ExpRelaxedCategorical:
         logits = self.logits[edge].to(like)
         return ExpRelaxedCategorical(torch.tensor(self.temperature, dtype=like.dtype,

@@ -32,7 +32,7 @@ from torch.distributions import Distribution, register_kl
 
 from bnas_pyro.entropy import (
     StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe, power_iteration,
-    step_size_message,
+    step_size_message, step_size_violated,
 )
 from bnas_pyro.inference import MinibatchSampler
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
@@ -136,12 +136,14 @@ class MultistartGuide(nn.Module):
     ``unrolled`` and ``drmad`` differentiate through their own gradient ascent on
     ``guide.parameters()`` and never call the optimiser, so the restarts would not move: the search
     refuses that pairing.  The inner loss uses
-    ``guide.c_reg``, not the search's coefficients: keep them equal.
+    ``guide.c_reg``, which InnerLoop and BilevelSearch keep equal to their coefficients' c_reg
+    through :meth:`set_coefficients`.
 
     Step-size check: every ``check_every`` steps (and at the first) the dominant Hessian eigenvalue
     of every restart is estimated by warm-started power iteration on Hessian-vector products; if
-    beta * |lambda| >= 1 the condition beta < 1/lambda_max(H) (and beta < 1/C) of METHOD.md
-    section 3 fails.  Default: raise :class:`~bnas_pyro.entropy.StepSizeError` naming beta and the
+    beta * lambda_max > 0.68 the second-order entropy bound fails (log(1-b) >= -b-b^2 only up to
+    b = 0.684: METHOD.md section 3's beta < 1/lambda_max(H) is too loose), and if beta * |lambda|
+    >= 1 so does beta < 1/C.  Default: raise :class:`~bnas_pyro.entropy.StepSizeError` naming beta and the
     estimated lambda_max, because past it the entropy bound and the descent both fail and the
     ELBO is meaningless; ``on_violation="warn"`` warns (:class:`StepSizeWarning`) and goes on.
 
@@ -261,12 +263,16 @@ class MultistartGuide(nn.Module):
         self.history = []
 
     def get_extra_state(self) -> dict[str, Any]:
-        """``state_dict`` carries the step records too, so a restored guide keeps ``entropy_se``."""
-        return {"history": [tuple(vars(r).values()) for r in self.history]}
+        """``state_dict`` carries the step records (so a restored guide keeps ``entropy_se``) and
+        the power iteration's warm start (so a resumed run draws the same random numbers as an
+        uninterrupted one)."""
+        return {"history": [tuple(vars(r).values()) for r in self.history],
+                "eigvec": None if self._eigvec is None else self._eigvec.detach().clone()}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.history = [MultistartRecord(*r) for r in state.get("history", [])]
-        self._eigvec = None
+        eigvec = state.get("eigvec")
+        self._eigvec = None if eigvec is None else eigvec.to(self.points)
 
     def restarts(self) -> Tensor:
         """The k current points W^r_t, shape (k, P) (a detached view)."""
@@ -454,7 +460,7 @@ class MultistartGuide(nn.Module):
                                             self.power_tol)
         worst = int(lam.abs().argmax())
         value = float(lam[worst])
-        if self.step_size * abs(value) >= 1 and self.on_violation != "ignore":
+        if step_size_violated(self.step_size, value) and self.on_violation != "ignore":
             msg = step_size_message(self.step_size, value, f" at step {where}, restart {worst}")
             if self.on_violation == "raise":
                 raise StepSizeError(msg)
@@ -543,6 +549,11 @@ class MultistartGuide(nn.Module):
         gradient, and every restart by one gradient-descent :meth:`step` on the same minibatch.
         """
         return lambda groups: self.wrap_optimizer(base(groups, **kwargs))
+
+    def set_coefficients(self, coefficients) -> None:
+        """The hook :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.BilevelSearch` call
+        whenever the coefficients change: the restarts descend on the same L (same c_reg)."""
+        self.c_reg = float(coefficients.c_reg)
 
     def wrap_optimizer(self, optimizer: "torch.optim.Optimizer | MultistartOptimizer") -> "MultistartOptimizer":
         """The hook :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.BilevelSearch` call on

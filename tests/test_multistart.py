@@ -162,8 +162,13 @@ def test_step_size_check_names_beta_and_lambda_max():
     assert reported == pytest.approx(top, rel=1e-3)
     assert torch.equal(guide.restarts(), before) and guide.num_steps == 0  # nothing moved
 
+    # beta * lambda_max = 0.9 < 1 still breaks the second-order bound (valid up to 0.684)
+    with pytest.raises(StepSizeError, match="lambda_max"):
+        MultistartGuide(blr_model(10), num_restarts=4, step_size=0.9 / top,
+                        init_scale=1.0).step(x_t, y_t)
+    assert np.log(1 - 0.9) < -0.9 - 0.81 and np.log(1 - 0.6) > -0.6 - 0.36
     # a step size inside the condition passes; "warn" reports a violation and goes on
-    MultistartGuide(blr_model(10), num_restarts=4, step_size=0.9 / top,
+    MultistartGuide(blr_model(10), num_restarts=4, step_size=0.6 / top,
                     init_scale=1.0).step(x_t, y_t)
     warn = MultistartGuide(blr_model(10), num_restarts=4, step_size=beta, init_scale=1.0,
                            on_violation="warn")
@@ -325,3 +330,29 @@ def test_unrolled_strategies_refuse_the_multistart_guide(small_blr):
     for name in ("unrolled", "drmad"):
         with pytest.raises(ValueError, match=f"own dynamics.*{name}"):
             BilevelSearch(model, guide, hypergradient=name, progress=False)
+
+
+def test_multistart_search_resumes_exactly(tmp_path):
+    """Killed at outer step 3 and resumed: the same restarts, entropy and h as without the kill
+    (the power iteration's warm start is part of the saved state)."""
+    from bnas_pyro import BilevelSearch
+
+    X, y, _ = blr_data(20, 3, seed=4)
+    x_t, y_t = torch.tensor(X), torch.tensor(y)
+
+    def search(outer_steps, directory):
+        model = blr_model(3)
+        guide = MultistartGuide(model, num_restarts=4, step_size=1e-3, init_scale=0.5,
+                                check_every=4, generator=torch.Generator().manual_seed(1))
+        return BilevelSearch(model, guide, hypergradient="greedy", inner_steps=5,
+                             outer_steps=outer_steps, progress=False, learn=["log_precision"],
+                             checkpoint_dir=directory, checkpoint_every=3, seed=2)
+
+    full = search(6, tmp_path / "full")
+    full.run(x_t, y_t)
+    search(3, tmp_path / "killed").run(x_t, y_t)
+    resumed = search(6, tmp_path / "killed")
+    resumed.run(x_t, y_t, resume=True)
+    assert torch.equal(full.guide.restarts(), resumed.guide.restarts())
+    assert torch.equal(full.guide.entropy, resumed.guide.entropy)
+    assert torch.equal(full.model.hyper.log_precision, resumed.model.hyper.log_precision)

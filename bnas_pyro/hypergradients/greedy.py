@@ -3,9 +3,14 @@
 After the eta inner steps (the search's optimiser, any), the hypergradient differentiates Q
 through one more step of gradient ascent on L:
 
-    theta' = theta + beta * grad_theta L(theta, h)
+    theta' = theta + beta * P * grad_theta L(theta, h)
     h <- h + beta_h * d/dh Q(theta'(h), h)
        = h + beta_h * [ d_h Q(theta', h) + beta (d^2_{h theta} L(theta, h))^T d_theta Q(theta', h) ]
+
+P is the inner optimiser's diagonal preconditioner held fixed: 1 for SGD; for Adam
+1 / (sqrt(v_hat) + eps) from its second-moment state, so the look-ahead is the size of the step
+the search actually takes (with Adam, beta * grad L alone would be scaled by the data size and
+land far from theta).  Adam's momentum is ignored.
 
 It sees only the last step's dependence of theta on h, so it is exact only when the Hessian of L
 is the identity (times 1/beta) and one step reaches the optimum; in general it keeps the direct
@@ -56,9 +61,26 @@ class GreedyStrategy(GradientStrategy):
         theta = search.theta()
         inner = search.inner_objective(theta, search.next_batch())
         grads = grads_or_zeros(inner, list(theta.values()), create_graph=True)
-        theta_next = {k: v + beta * g for (k, v), g in zip(theta.items(), grads)}
+        scale = _preconditioner(search.inner_optimizer, theta)
+        theta_next = {k: v + beta * (g if scale[k] is None else scale[k] * g)
+                      for (k, v), g in zip(theta.items(), grads)}
         Q = search.outer_objective(theta_next)
         hyper = grads_or_none(Q, search.hyper_parameters())
         if search.inner_steps == 0:
             L = float(inner.detach())
         return HypergradientEstimate(hyper, L=L, Q=float(Q.detach()))
+
+
+def _preconditioner(optimizer, theta: dict) -> dict:
+    """Adam's 1 / (sqrt(v_hat) + eps) per parameter (``None``: no preconditioning, as for SGD)."""
+    optimizer = getattr(optimizer, "base", optimizer)  # e.g. MultistartOptimizer wraps one
+    out = {k: None for k in theta}
+    if not isinstance(optimizer, torch.optim.Adam):
+        return out
+    beta2, eps = optimizer.param_groups[0]["betas"][1], optimizer.param_groups[0]["eps"]
+    for k, p in theta.items():
+        state = optimizer.state.get(p)
+        if state and "exp_avg_sq" in state and float(state["step"]) > 0:
+            v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+            out[k] = 1.0 / (v_hat.sqrt() + eps)
+    return out
