@@ -141,7 +141,9 @@ class BilevelSearch:
         self.validation = bool(validation)
         self.comb_targets, self.comb_samples = list(comb_targets), int(comb_samples)
         for target in self.comb_targets:
-            target.check(model.space)
+            check = getattr(target, "check", None)  # targets are duck-typed; check those that can
+            if check is not None:
+                check(model.space)
         self.seed = seed
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every = int(checkpoint_every)

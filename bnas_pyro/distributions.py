@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
@@ -92,14 +90,3 @@ def _kl_mvn_diagonal(q: MultivariateNormal, p: Independent) -> Tensor:
     logdet_q = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     k = q.loc.shape[-1]
     return 0.5 * (trace + maha - k + var.log().sum(-1) - logdet_q)
-
-
-def gaussian_kl_diagonal(loc: Tensor, scale: Tensor, precision: Tensor) -> Tensor:
-    """KL(N(loc, scale^2) || N(0, 1/a)) per coordinate: 1/2 (a s^2 + a mu^2 - 1 - ln a - ln s^2).
-
-    The formula of METHOD.md section 3.
-    """
-    return 0.5 * (precision * (scale**2 + loc**2) - 1 - precision.log() - 2 * scale.log())
-
-
-LOG_2PI = math.log(2 * math.pi)

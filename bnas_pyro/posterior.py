@@ -101,8 +101,13 @@ def sample_posterior(model, guide, x: Tensor | None = None, y: Tensor | None = N
 
     With ``(x, y)``: the pointwise log-likelihood per draw and the per-draw ``lp``/``log_q``.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[x.device] if x is not None and x.device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)  # seeds the draws only: the caller's stream is restored
+        return _sample_posterior(model, guide, x, y, num_draws, num_prior_draws, batch_size)
+
+
+def _sample_posterior(model, guide, x, y, num_draws, num_prior_draws, batch_size) -> dict[str, Any]:
     groups = _groups_with_parameters(model.layout)
     in_size = model.space.nodes[model.space.input]
     in_shape = in_size if isinstance(in_size, tuple) else (in_size,)

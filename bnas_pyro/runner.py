@@ -232,7 +232,9 @@ class ProgressCallback:
             return {}
         d = self.data
         x, y = d.x_train[:2048], d.y_train[:2048]
-        with torch.no_grad():
+        # forked: monitoring must not shift the search's random stream (results would then
+        # depend on how often it is shown)
+        with torch.no_grad(), torch.random.fork_rng(devices=_devices(x)):
             elbo = float(trace_terms(search.model, search.guide, x, y, len(d.y_train)).elbo)
             pred = posterior_predictive(search.model, search.guide, d.x_val, None, self.draws)
         if d.task == "classification":
@@ -500,3 +502,8 @@ __all__ = ["ProgressCallback", "RunOutcome", "build_data", "build_guide", "build
            "build_search_space", "complexity_measures", "derive_network", "make_schedule",
            "outer_and_inner_steps", "relative_densities", "run_search", "search_strategy",
            "top_structures"]
+
+
+def _devices(x: Tensor) -> list:
+    """The CUDA devices whose generator a fork must save (none for CPU data)."""
+    return [x.device] if x.device.type == "cuda" else []
