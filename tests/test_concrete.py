@@ -10,7 +10,7 @@ from pyro import poutine
 
 from bnas_pyro import SearchSpace
 from bnas_pyro.guides import MeanFieldGuide
-from bnas_pyro.models import BayesianSupernet, concrete, structure_site
+from bnas_pyro.models import BayesianSupernet, concrete, concrete_log_density, structure_site
 
 
 def thesis_density(gamma: np.ndarray, s: np.ndarray, t: float) -> float:
@@ -42,6 +42,8 @@ def test_model_structure_density_matches_the_thesis_formula(seed):
         s = np.exp(model.hyper.structure_logits.detach().numpy())
         expected = math.log(thesis_density(gamma, s, t))
         assert abs(simplex_log_density - expected) < 1e-4, (t, simplex_log_density, expected)
+        direct = float(concrete_log_density(log_gamma, model.hyper.structure_logits.detach(), t))
+        assert abs(direct - expected) < 1e-4, (t, direct, expected)
 
 
 def test_density_is_finite_at_low_temperature_in_float32():
