@@ -34,8 +34,8 @@ class FullRankGuide(nn.Module):
         P = model.layout.num_parameters
         self.structure = ConcreteStructureGuide(model, temperature, learn_temperature, init_logits)
         self.loc = nn.Parameter(initial_locations(model, init_loc, generator))
-        self.diag_unconstrained = nn.Parameter(torch.full((P,), _inverse_softplus(init_scale)))
-        self.offdiag = nn.Parameter(torch.zeros(P, P))
+        self.diag_unconstrained = nn.Parameter(torch.full_like(self.loc, _inverse_softplus(init_scale)))
+        self.offdiag = nn.Parameter(self.loc.new_zeros(P, P))
 
     @property
     def scale_tril(self) -> Tensor:

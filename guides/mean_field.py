@@ -19,15 +19,17 @@ def _inverse_softplus(x: float) -> float:
 
 
 def initial_locations(model, init_loc: Tensor | None, generator: torch.Generator | None) -> Tensor:
-    """Variational means start at N(0, init_std) per parameter (Glorot-like per primitive)."""
+    """Variational means start at N(0, init_std) per parameter (Glorot-like per primitive), in
+    the dtype and on the device of the model's hyperparameters."""
+    like = model.hyper.log_precision
     if init_loc is not None:
-        loc = torch.as_tensor(init_loc, dtype=torch.float32).clone()
+        loc = torch.as_tensor(init_loc, dtype=like.dtype, device=like.device).clone()
         if loc.shape != (model.layout.num_parameters,):
             raise ValueError(f"init_loc must have shape ({model.layout.num_parameters},), "
                              f"got {tuple(loc.shape)}")
         return loc
-    std = model.layout.init_std
-    return torch.randn(std.shape, generator=generator) * std
+    std = model.layout.init_std.to(like.dtype)
+    return (torch.randn(std.shape, generator=generator, dtype=like.dtype) * std).to(like.device)
 
 
 class MeanFieldGuide(nn.Module):

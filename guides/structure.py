@@ -28,10 +28,12 @@ class ConcreteStructureGuide(nn.Module):
         super().__init__()
         object.__setattr__(self, "model", model)
         n = sum(model.layout.edge_sizes)
-        logits = torch.zeros(n) if init_logits is None else torch.as_tensor(init_logits).clone()
+        like = model.hyper.structure_logits  # theta follows h's dtype and device
+        logits = (torch.zeros(n, dtype=like.dtype, device=like.device) if init_logits is None
+                  else torch.as_tensor(init_logits, dtype=like.dtype, device=like.device).clone())
         if logits.shape != (n,):
             raise ValueError(f"init_logits must have shape ({n},), got {tuple(logits.shape)}")
-        self.logits = nn.Parameter(logits.float())
+        self.logits = nn.Parameter(logits)
         self.edge_sizes = list(model.layout.edge_sizes)
         self._starts = [sum(self.edge_sizes[:e]) for e in range(len(self.edge_sizes))]
         if temperature is not None:
@@ -39,7 +41,8 @@ class ConcreteStructureGuide(nn.Module):
         self.fixed_temperature = temperature
         if learn_temperature:
             start = temperature if temperature is not None else model.temperature
-            self.log_temperature = nn.Parameter(torch.tensor(math.log(start)))
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(start), dtype=like.dtype,
+                                                             device=like.device))
         else:
             self.log_temperature = None
 

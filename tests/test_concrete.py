@@ -61,7 +61,7 @@ def test_monte_carlo_kl_of_q_equal_to_p_is_zero_within_its_standard_error():
     guide = MeanFieldGuide(model, init_logits=logits)  # q(Gamma) = p(Gamma)
     site = structure_site("x->y")
     draws = []
-    for _ in range(4000):
+    for _ in range(1000):
         g = poutine.trace(guide).get_trace(torch.zeros(1, 3))
         m = poutine.trace(poutine.replay(model, trace=g)).get_trace(torch.zeros(1, 3))
         v = g.nodes[site]["value"]

@@ -57,3 +57,16 @@ def test_same_seed_same_result_different_seed_different_result():
 
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))
+
+
+def test_guides_are_created_in_the_models_dtype():
+    from bnas_pyro.guides import DeltaGuide, FullRankGuide
+
+    model = BayesianSupernet(space()).double()
+    for guide in (MeanFieldGuide(model), FullRankGuide(model), DeltaGuide(model)):
+        assert {p.dtype for p in guide.parameters()} == {torch.float64}
+    x = torch.randn(4, 3, dtype=torch.float64)
+    from bnas_pyro import trace_terms
+
+    terms = trace_terms(model, MeanFieldGuide(model), x, torch.randint(0, 2, (4,)))
+    assert terms.log_likelihood.dtype == terms.kl.dtype == torch.float64
