@@ -1,14 +1,40 @@
-"""Coefficient schedules: a *mode* is a schedule of the coefficients over outer steps (METHOD.md section 4).
+"""Coefficient schedules and the search modes built from them (METHOD.md section 4).
 
-A schedule is any callable ``schedule(step, num_steps) -> Coefficients``.  A plain
-:class:`~bnas_pyro.coefficients.Coefficients` is the constant schedule.
+A schedule is any callable ``schedule(step, num_steps) -> Coefficients`` over the outer steps of a
+:class:`~bnas_pyro.bilevel.BilevelSearch`; a plain :class:`~bnas_pyro.coefficients.Coefficients` is
+the constant schedule.  A *mode* is a named schedule, so a new mode is a few lines, not a new loop:
+
+- ``evidence``: c_reg = c_train = c_prior = 1, c_comb = 0 (single-level ELBO maximisation);
+- ``grow``: c_prior decreasing over the run (the prior loosens: complexity increases);
+- ``prune``: c_prior increasing (the prior tightens: complexity decreases, weights can be pruned);
+- ``enumerate``: runs f_1..f_N, run i with P = the structures found by runs 1..i-1 and c_comb < 0
+  acting on the structure prior p(Gamma | h) (:class:`EnumerateMode`);
+- temperature annealing of c_temp towards 0, combinable with any of them (:func:`anneal`).
+
+The progress of step k out of n is p = k / (n - 1) (0 at the first outer step, 1 at the last), and
+a ramp from a to b is geometric, a (b / a)^p, unless ``kind="linear"``: a + (b - a) p.
+
+User-defined schedules: any function of the progress, ``custom(lambda p: {"c_prior": 1 + 9 p})``,
+or any callable with the ``(step, num_steps)`` signature; :func:`register_mode` adds one by name.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Union, runtime_checkable
+import math
+from dataclasses import dataclass, field
+from typing import (TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, Union,
+                    runtime_checkable)
+
+import torch
+from torch import Tensor
 
 from .coefficients import Coefficients
+from .structure_targets import StructureDistribution, comb_kl
+
+if TYPE_CHECKING:
+    from .result import SearchResult
+
+RampKind = Literal["geometric", "linear"]
 
 
 @runtime_checkable
@@ -19,7 +45,36 @@ class CoefficientSchedule(Protocol):
 ScheduleLike = Union[Coefficients, CoefficientSchedule, Callable[[int, int], Coefficients]]
 
 
-class Constant:
+def progress(step: int, num_steps: int) -> float:
+    """p = step / (num_steps - 1) in [0, 1] (0 for a one-step run)."""
+    return 0.0 if num_steps <= 1 else min(max(step / (num_steps - 1), 0.0), 1.0)
+
+
+def ramp(start: float, end: float, p: float, kind: RampKind = "geometric") -> float:
+    """start (end / start)^p (geometric, for positive values) or start + (end - start) p (linear)."""
+    if kind == "linear" or start == end:
+        return start + (end - start) * p
+    if kind != "geometric":
+        raise ValueError(f"ramp kind must be 'geometric' or 'linear', got {kind!r}")
+    if start <= 0 or end <= 0:
+        raise ValueError(f"a geometric ramp needs positive ends, got {start} -> {end}; "
+                         "use kind='linear'")
+    return start * (end / start) ** p
+
+
+class Schedule:
+    """Base class of the schedules here: ``schedule(step, num_steps) -> Coefficients``."""
+
+    def __call__(self, step: int, num_steps: int) -> Coefficients:
+        raise NotImplementedError
+
+    def anneal(self, end: float = 0.05, start: float | None = None,
+               kind: RampKind = "geometric") -> "Annealed":
+        """This schedule with c_temp annealed from ``start`` to ``end`` (see :class:`Annealed`)."""
+        return Annealed(self, end=end, start=start, kind=kind)
+
+
+class Constant(Schedule):
     """The same coefficients at every step."""
 
     def __init__(self, coefficients: Coefficients):
@@ -32,6 +87,116 @@ class Constant:
         return f"Constant({self.coefficients})"
 
 
+class Ramp(Schedule):
+    """``base`` with some coefficients moved from a start to an end value over the run.
+
+    ``ramps`` maps a coefficient name to ``(start, end)``; c(p) = start (end/start)^p
+    (geometric, the default: the natural scale of c_prior, c_reg and c_temp) or linear.
+    Example: ``Ramp(Coefficients(), c_prior=(100, 0.1))`` is the ``grow`` mode.
+    """
+
+    def __init__(self, base: Coefficients | None = None, kind: RampKind = "geometric",
+                 **ramps: tuple[float, float]):
+        self.base = base if base is not None else Coefficients()
+        self.kind = kind
+        names = set(self.base.to_dict())
+        for name, value in ramps.items():
+            if name not in names:
+                raise ValueError(f"unknown coefficient {name!r}; coefficients: {sorted(names)}")
+            if len(value) != 2:
+                raise ValueError(f"ramp of {name} must be (start, end), got {value!r}")
+            ramp(float(value[0]), float(value[1]), 0.5, kind)  # validates the ends
+        self.ramps = {k: (float(a), float(b)) for k, (a, b) in ramps.items()}
+        self(0, 2)
+        self(1, 2)  # validate both ends as Coefficients
+
+    def __call__(self, step: int, num_steps: int) -> Coefficients:
+        p = progress(step, num_steps)
+        return self.base.replace(**{k: ramp(a, b, p, self.kind) for k, (a, b) in self.ramps.items()})
+
+    def __repr__(self) -> str:
+        ramps = ", ".join(f"{k}={a:g}->{b:g}" for k, (a, b) in self.ramps.items())
+        return f"Ramp({ramps}, {self.kind}, base={self.base})"
+
+
+class Custom(Schedule):
+    """A user-defined schedule from a function of the progress p in [0, 1].
+
+    ``fn(p)`` returns :class:`Coefficients` or a mapping of the coefficients to change in
+    ``base``; ``fn(p, step, num_steps)`` is also accepted (three arguments).
+    """
+
+    def __init__(self, fn: Callable[..., "Coefficients | Mapping[str, float]"],
+                 base: Coefficients | None = None):
+        self.fn = fn
+        self.base = base if base is not None else Coefficients()
+        try:
+            import inspect
+
+            self._arity = len(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self._arity = 1
+
+    def __call__(self, step: int, num_steps: int) -> Coefficients:
+        p = progress(step, num_steps)
+        out = self.fn(p, step, num_steps) if self._arity >= 3 else self.fn(p)
+        if isinstance(out, Coefficients):
+            return out
+        if isinstance(out, Mapping):
+            return self.base.replace(**{k: float(v) for k, v in out.items()})
+        raise TypeError(f"a custom schedule must return Coefficients or a mapping, got "
+                        f"{type(out).__name__}")
+
+    def __repr__(self) -> str:
+        return f"Custom({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def custom(fn: Callable[..., "Coefficients | Mapping[str, float]"],
+           base: Coefficients | None = None) -> Custom:
+    """A schedule from ``fn(progress) -> Coefficients | {name: value}`` (see :class:`Custom`)."""
+    return Custom(fn, base)
+
+
+class Annealed(Schedule):
+    """Any schedule with its c_temp replaced by an annealing path towards 0.
+
+        c_temp(p) = start (end / start)^p     (geometric; ``kind="linear"`` for a straight line)
+
+    ``start`` defaults to the wrapped schedule's c_temp at the first step.  Starting warm
+    matters: METHOD.md section 3 measured early lock-in to a wrong structure when a search
+    starts at a low temperature.
+    """
+
+    def __init__(self, schedule: ScheduleLike, end: float = 0.05, start: float | None = None,
+                 kind: RampKind = "geometric"):
+        self.schedule = as_schedule(schedule)
+        if not end > 0:
+            raise ValueError(f"the final temperature must be > 0, got {end}")
+        self.end, self.start, self.kind = float(end), start, kind
+        if start is not None and not start > 0:
+            raise ValueError(f"the initial temperature must be > 0, got {start}")
+
+    def __call__(self, step: int, num_steps: int) -> Coefficients:
+        c = self.schedule(step, num_steps)
+        start = self.start if self.start is not None else self.schedule(0, num_steps).c_temp
+        return c.replace(c_temp=ramp(float(start), self.end, progress(step, num_steps), self.kind))
+
+    def __getattr__(self, name: str) -> Any:  # expose the wrapped mode's attributes
+        if name == "schedule":
+            raise AttributeError(name)
+        return getattr(self.schedule, name)
+
+    def __repr__(self) -> str:
+        start = "start" if self.start is None else f"{self.start:g}"
+        return f"Annealed({self.schedule!r}, c_temp {start}->{self.end:g})"
+
+
+def anneal(schedule: ScheduleLike | None = None, end: float = 0.05, start: float | None = None,
+           kind: RampKind = "geometric") -> Annealed:
+    """``schedule`` (default: evidence) with c_temp annealed to ``end`` (see :class:`Annealed`)."""
+    return Annealed(schedule if schedule is not None else Coefficients(), end, start, kind)
+
+
 def as_schedule(value: ScheduleLike | None) -> CoefficientSchedule:
     """Coefficients -> constant schedule; callables pass through; ``None`` -> evidence mode."""
     if value is None:
@@ -41,3 +206,364 @@ def as_schedule(value: ScheduleLike | None) -> CoefficientSchedule:
     if callable(value):
         return value
     raise TypeError(f"expected Coefficients or a schedule callable, got {type(value).__name__}")
+
+
+# ============================================================================ modes
+class Mode(Schedule):
+    """A named schedule (a *mode* of METHOD.md section 4).
+
+    ``hypergradient`` is the strategy the mode needs to act as intended (the modes that move
+    c_train or c_prior need a bilevel strategy: the ``joint`` strategy ignores both).
+    """
+
+    def __init__(self, name: str, schedule: ScheduleLike, hypergradient: str = "joint",
+                 description: str = ""):
+        self.name = name
+        self.schedule = as_schedule(schedule)
+        self.hypergradient = hypergradient
+        self.description = description
+
+    def __call__(self, step: int, num_steps: int) -> Coefficients:
+        return self.schedule(step, num_steps)
+
+    def anneal(self, end: float = 0.05, start: float | None = None,
+               kind: RampKind = "geometric") -> "Mode":
+        """The same mode with c_temp annealed towards ``end``."""
+        return Mode(self.name, Annealed(self.schedule, end, start, kind), self.hypergradient,
+                    self.description + f" (c_temp annealed to {end:g})")
+
+    def __repr__(self) -> str:
+        return f"Mode({self.name!r}, {self.schedule!r}, hypergradient={self.hypergradient!r})"
+
+
+def _base(base: Coefficients | Mapping[str, float] | None, **overrides: float) -> Coefficients:
+    if base is None:
+        base = Coefficients()
+    elif isinstance(base, Mapping):
+        base = Coefficients(**base)
+    return base.replace(**overrides) if overrides else base
+
+
+def evidence(base: Coefficients | None = None, c_temp: float | None = None) -> Mode:
+    """Evidence maximisation: c_reg = c_train = c_prior = 1, c_comb = 0 (METHOD.md section 4, mode 1).
+
+    The bilevel problem is then single-level ELBO maximisation over (theta, h) (the theorem), so
+    the ``joint`` strategy solves it exactly.  Only ``c_temp`` is taken from ``base``.
+    """
+    t = c_temp if c_temp is not None else (base.c_temp if isinstance(base, Coefficients) else 1.0)
+    return Mode("evidence", Coefficients(c_temp=t), "joint",
+                "maximise the ELBO (evidence lower bound) over q and h jointly")
+
+
+def grow(base: Coefficients | None = None, start: float = 100.0, end: float = 0.1,
+         kind: RampKind = "geometric", hypergradient: str = "hoag") -> Mode:
+    """Gradual increase of complexity: c_prior decreasing from ``start`` to ``end`` (mode 2).
+
+    c_prior weighs KL(q* || p(.|h)) in the outer objective Q; a smaller weight lets h loosen the
+    prior so that q* can hold more information.  The effect goes through the dependence of
+    q*(h) on h, which the ``greedy`` one-step hypergradient barely sees (measured in
+    ``tests/test_complexity.py``: with greedy, C_param did not fall with c_prior), hence ``hoag``.
+    """
+    if not start > end:
+        raise ValueError(f"grow needs c_prior decreasing (start > end), got {start} -> {end}")
+    return Mode("grow", Ramp(_base(base), kind, c_prior=(start, end)), hypergradient,
+                f"c_prior {start:g} -> {end:g}: complexity increases")
+
+
+def prune(base: Coefficients | None = None, start: float = 0.1, end: float = 100.0,
+          kind: RampKind = "geometric", hypergradient: str = "hoag") -> Mode:
+    """Gradual decrease of complexity: c_prior increasing from ``start`` to ``end`` (mode 3).
+
+    The outer problem is pushed towards h with a small KL(q*(h) || p(.|h)): C_param falls
+    (METHOD.md section 4 claims C_param -> 0 as c_prior -> infinity) and parameters with a
+    relative density rho near 1 can then be pruned (:func:`bnas_pyro.complexity.prune_mask`).
+    """
+    if not end > start:
+        raise ValueError(f"prune needs c_prior increasing (end > start), got {start} -> {end}")
+    return Mode("prune", Ramp(_base(base), kind, c_prior=(start, end)), hypergradient,
+                f"c_prior {start:g} -> {end:g}: complexity decreases")
+
+
+# ---------------------------------------------------------------------------- enumerate
+class StructureMixture:
+    """The uniform mixture (1/n) sum_j p'_j of structure distributions (one element of P).
+
+    KL(p(Gamma | h) || mixture) = E_p[ log p(Gamma | h) - logsumexp_j log p'_j(Gamma) + log n ],
+    by reparameterised Monte Carlo from the prior (differentiable in its logits m).  Unlike the
+    sum of the KLs to each p'_j, which splits into independent per-edge terms (an edge on which
+    the found structures are balanced feels no net push), the mixture's log-density is large only
+    near one of the found structures *as a whole*: maximising the KL moves the prior to a structure
+    that differs from every found one on at least one edge.
+    """
+
+    def __init__(self, components: Sequence[StructureDistribution]):
+        if not components:
+            raise ValueError("a structure mixture needs at least one component")
+        self.components = list(components)
+
+    def check(self, space) -> None:
+        """Every component names edges of ``space`` with one s' per primitive."""
+        for comp in self.components:
+            comp.check(space)
+
+    def kl_from_prior(self, model, num_samples: int = 16) -> Tensor:
+        priors = model.structure_prior.distributions(model)
+        log_p = 0.0
+        log_t: list[Any] = [0.0] * len(self.components)
+        for site, prior in priors.items():
+            edge = site[len("gamma["):-1]
+            draws = prior.rsample((num_samples,))
+            log_p = log_p + prior.log_prob(draws)
+            for j, comp in enumerate(self.components):
+                if edge in comp.logits:
+                    log_t[j] = log_t[j] + comp.distribution(edge, draws).log_prob(draws)
+        if not torch.is_tensor(log_p):
+            return model.hyper.structure_logits.new_zeros(())
+        stacked = torch.stack([torch.as_tensor(v, dtype=log_p.dtype, device=log_p.device).expand_as(log_p)
+                               for v in log_t])
+        log_mix = stacked.logsumexp(0) - math.log(len(self.components))
+        return (log_p - log_mix).mean()
+
+    def __repr__(self) -> str:
+        return f"StructureMixture({len(self.components)} components)"
+
+
+def comb_term(model, targets: Sequence[Any], num_samples: int = 16) -> Tensor:
+    """sum_{p' in P} KL(p(Gamma | h) || p') for targets that are :class:`StructureDistribution`
+    (per-edge products, :func:`bnas_pyro.structure_targets.comb_kl`) or any object with
+    ``kl_from_prior(model, num_samples)`` (e.g. :class:`StructureMixture`)."""
+    plain = [t for t in targets if isinstance(t, StructureDistribution)]
+    total = comb_kl(model, plain, num_samples) if plain else model.hyper.structure_logits.new_zeros(())
+    for t in targets:
+        if not isinstance(t, StructureDistribution):
+            total = total + t.kl_from_prior(model, num_samples)
+    return total
+
+
+def _comb_search_class():
+    """A BilevelSearch whose c_comb term also accepts :class:`StructureMixture` targets."""
+    from .bilevel import BilevelSearch
+
+    class CombSearch(BilevelSearch):
+        def hyper_terms(self) -> Tensor:  # log p(h) - c_comb sum_{p' in P} KL(p(Gamma|h) || p')
+            value = self.model.log_hyperprior()
+            if self.coefficients.c_comb != 0.0 and self.comb_targets:
+                noise = getattr(self, "_noise", None)
+                import contextlib
+
+                with (noise() if noise is not None else contextlib.nullcontext()):
+                    kl = comb_term(self.model, self.comb_targets, self.comb_samples)
+                value = value - self.coefficients.c_comb * kl
+            return value
+
+    return CombSearch
+
+
+@dataclass
+class EnumerationResult:
+    """The runs of an enumeration: their structures (in order), probabilities and results."""
+
+    structures: list[dict[str, str]]
+    probabilities: list[float]
+    results: list["SearchResult"] = field(default_factory=list)
+
+    @property
+    def distinct(self) -> list[dict[str, str]]:
+        """The distinct structures, in the order they were first visited."""
+        seen, out = set(), []
+        for s in self.structures:
+            key = tuple(sorted(s.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(s)
+        return out
+
+    @property
+    def num_distinct(self) -> int:
+        return len(self.distinct)
+
+    def summary(self) -> str:
+        lines = []
+        for i, (s, p) in enumerate(zip(self.structures, self.probabilities)):
+            lines.append(f"run {i + 1}: {s}  q = {p:.3f}")
+        lines.append(f"{self.num_distinct} distinct structures in {len(self.structures)} runs")
+        return "\n".join(lines)
+
+
+class EnumerateMode(Mode):
+    """Full enumeration of structures, runs f_1..f_N (METHOD.md section 4, mode 4).
+
+    Run i has P built from the structures s_1..s_{i-1} found by the earlier runs, each as
+    ``StructureDistribution.at_structure(space, s_j, mass, rest, target_temperature)`` (the thesis's
+    GS(t', [0.99, 0.05, ...])), and c_comb < 0, so its structure prior p(Gamma | h) is pushed away
+    from them: Q gets -c_comb KL(p(Gamma | h) || P) > 0.  Run 1 has no P (c_comb = 0).
+
+    ``combine`` says how the found structures form P:
+
+    - ``"sum"``: P = {at_structure(s_1), ..., at_structure(s_{i-1})}, the c_comb term is
+      sum_j KL(p || p'_j), as METHOD.md writes it.  With product (per-edge) distributions this
+      sum splits into independent per-edge terms, and an edge on which the found structures are
+      balanced (e.g. after s and its complement) gets no net push: the run then returns a found
+      structure again (measured: 4 distinct structures in 8 runs on a 2x2x2 space,
+      ``tests/test_modes.py``).
+    - ``"mixture"`` (default): P = {the uniform mixture of at_structure(s_j)}
+      (:class:`StructureMixture`): one target whose density is high only near a found structure
+      as a whole, so the prior is pushed to a structure not yet found (8 of 8 on that space).
+
+    The coefficients of runs 2..N are ``base`` with c_comb and c_reg = ``coupling``.  With the
+    ``joint`` strategy, q ascends L = E log p(y | ...) - c_reg KL(q || p) and the prior logits m
+    ascend the partial of Q, -c_prior KL(q || p) - c_comb KL(p || P): the prior is pulled towards q
+    with weight c_prior = 1 and pushed away from P with weight |c_comb|, while q(Gamma) follows the
+    prior with weight c_reg against the data's weight 1.  A large coupling (default 100, the
+    thesis's c_reg in its c_comb experiment) makes q(Gamma) follow the pushed prior; with c_reg = 1
+    the Concrete KL(q || p) grows only linearly in the logit gap and the data (whose weights
+    co-adapt to the structure found first) keep q on a found structure.  The targets' temperature
+    defaults to the run's c_temp: at a different temperature KL(p || p') hardly depends on m (at
+    c_temp = 1 against t' = 0.1 it changes by ~1 nat over logits in [-6, 6]) and the push is lost.
+    The comb term is estimated with ``comb_samples`` = 256 draws unless given: with few draws its
+    gradient near the centre of the simplex (where several targets pull in opposite directions) is
+    mostly noise.
+    ``anneal_to`` anneals c_temp within each run (METHOD.md: the sequence visits every vertex as
+    c_temp -> 0).
+    """
+
+    def __init__(self, base: Coefficients | None = None, num_runs: int | None = None,
+                 c_comb: float = -200.0, coupling: float | None = 100.0,
+                 c_temp: float | None = None, anneal_to: float | None = None,
+                 combine: Literal["mixture", "sum"] = "mixture", target_mass: float = 0.99,
+                 target_rest: float = 0.05, target_temperature: float | None = None,
+                 hypergradient: str = "joint"):
+        if not c_comb < 0:
+            raise ValueError(f"enumerate needs c_comb < 0 (push away from the found structures), "
+                             f"got {c_comb}")
+        if combine not in ("mixture", "sum"):
+            raise ValueError(f"combine must be 'mixture' or 'sum', got {combine!r}")
+        if num_runs is not None and num_runs < 1:
+            raise ValueError(f"num_runs must be >= 1, got {num_runs}")
+        base = _base(base) if c_temp is None else _base(base, c_temp=c_temp)
+        self.base, self.num_runs, self.c_comb = base, num_runs, float(c_comb)
+        self.coupling = None if coupling is None else float(coupling)
+        self.anneal_to, self.combine = anneal_to, combine
+        self.target_mass, self.target_rest = float(target_mass), float(target_rest)
+        self.target_temperature = float(target_temperature if target_temperature is not None
+                                        else base.c_temp)
+        super().__init__("enumerate", self.run_schedule(1), hypergradient,
+                         "runs f_1..f_N, each pushed away from the structures found before")
+
+    def run_coefficients(self, run: int) -> Coefficients:
+        """The coefficients of run ``run`` (0-based): ``base`` for run 0, then c_comb < 0."""
+        if run == 0:
+            return self.base.replace(c_comb=0.0)
+        c = self.base.replace(c_comb=self.c_comb)
+        return c.replace(c_reg=self.coupling) if self.coupling is not None else c
+
+    def run_schedule(self, run: int) -> Schedule:
+        schedule: Schedule = Constant(self.run_coefficients(run))
+        return Annealed(schedule, end=self.anneal_to) if self.anneal_to is not None else schedule
+
+    def targets(self, space, found: Sequence[Mapping[str, str]]) -> list[Any]:
+        """P for the next run, from the structures found so far."""
+        if not found:
+            return []
+        parts = [StructureDistribution.at_structure(space, s, self.target_mass, self.target_rest,
+                                                    self.target_temperature) for s in found]
+        return parts if self.combine == "sum" else [StructureMixture(parts)]
+
+    def run(self, factory: Callable[[int], tuple[Any, Any]], x: Tensor, y: Tensor | None = None,
+            num_runs: int | None = None, seed: int = 0, keep_results: bool = False,
+            **search_options: Any) -> EnumerationResult:
+        """Run the enumeration.
+
+        Args:
+            factory: ``factory(i) -> (model, guide)``, a fresh model and guide for run i.
+            x, y: the data.
+            num_runs: N (default: ``self.num_runs`` or the space's number of structures).
+            seed: run i uses seed ``seed + i``.
+            keep_results: keep every run's :class:`SearchResult` (models and guides).
+            search_options: passed to :class:`~bnas_pyro.bilevel.BilevelSearch`
+                (``inner_steps``, ``outer_steps``, ``lr``, ``hyper_lr``, ``progress``, ...).
+        """
+        search_cls = _comb_search_class()
+        options = dict(search_options)
+        options.setdefault("hypergradient", self.hypergradient)
+        options.setdefault("comb_samples", 256)
+        found: list[dict[str, str]] = []
+        probs: list[float] = []
+        results = []
+        n = num_runs if num_runs is not None else self.num_runs
+        i = 0
+        while True:
+            model, guide = factory(i)
+            if n is None:
+                n = model.space.num_structures
+            if i >= n:
+                break
+            search = search_cls(model, guide, self.run_schedule(i),
+                                comb_targets=self.targets(model.space, found),
+                                seed=seed + i, **options)
+            result = search.run(x, y)
+            found.append(dict(result.structure))
+            probs.append(float(result.structure_probability))
+            if keep_results:
+                results.append(result)
+            i += 1
+        return EnumerationResult(found, probs, results)
+
+    def __repr__(self) -> str:
+        return (f"EnumerateMode(c_comb={self.c_comb:g}, combine={self.combine!r}, "
+                f"coupling={self.coupling}, anneal_to={self.anneal_to}, base={self.base})")
+
+
+# ---------------------------------------------------------------------------- registry
+ModeFactory = Callable[..., Mode]
+
+_MODES: dict[str, ModeFactory] = {
+    "evidence": evidence,
+    "grow": grow,
+    "prune": prune,
+    "enumerate": EnumerateMode,
+}
+
+
+def register_mode(name: str, factory: ModeFactory, *, overwrite: bool = False) -> None:
+    """Add a mode by name: ``factory(base=Coefficients, **options) -> Mode`` (or any schedule)."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"mode name must be a non-empty string, got {name!r}")
+    if name in _MODES and not overwrite:
+        raise ValueError(f"mode {name!r} is already registered (pass overwrite=True)")
+    _MODES[name] = factory
+
+
+def available_modes() -> list[str]:
+    return sorted(_MODES)
+
+
+def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
+             anneal_to: float | None = None, **options: Any) -> Mode:
+    """The mode ``name`` (``evidence``, ``grow``, ``prune``, ``enumerate`` or a registered one).
+
+    ``base`` gives the coefficients the mode starts from (c_temp included); ``anneal_to`` anneals
+    c_temp towards that value over the run (for ``enumerate`` it is the per-run annealing);
+    other options go to the mode's factory, e.g. ``get_mode("prune", start=0.1, end=100)``.
+    """
+    try:
+        factory = _MODES[name]
+    except KeyError:
+        raise ValueError(f"unknown mode {name!r}; available: {', '.join(available_modes())}") from None
+    base_c = None if base is None else _base(base)
+    if name == "enumerate":
+        if anneal_to is not None:
+            options["anneal_to"] = anneal_to
+        return factory(base=base_c, **options)
+    mode = factory(base=base_c, **options)
+    if anneal_to is not None:
+        mode = mode.anneal(end=anneal_to) if isinstance(mode, Schedule) else Annealed(mode, anneal_to)
+    return mode
+
+
+__all__ = [
+    "Annealed", "CoefficientSchedule", "Constant", "Custom", "EnumerateMode", "EnumerationResult",
+    "Mode", "Ramp", "Schedule", "ScheduleLike", "StructureMixture", "anneal", "as_schedule",
+    "available_modes", "comb_term", "custom", "evidence", "get_mode", "grow", "progress", "prune",
+    "ramp", "register_mode",
+]
