@@ -34,3 +34,11 @@ from .spaces import available_spaces, build_space, conv_cell_space, mlp_cell_spa
 
 __all__ += ["SplitData", "available_datasets", "available_spaces", "build_space", "compare",
             "conv_cell_space", "load_dataset", "mlp_cell_space"]
+
+# issue 4: modes, restarts, the derived network (registers tanh_subset, linear_subset)
+from . import extra_primitives as _extra_primitives  # noqa: E402,F401
+from .export import DerivedNetwork, load_network  # noqa: E402
+from .restarts import RestartReport, run_restarts  # noqa: E402
+from .schedules import get_mode  # noqa: E402
+
+__all__ += ["DerivedNetwork", "RestartReport", "get_mode", "load_network", "run_restarts"]
