@@ -127,7 +127,26 @@ def to_plane(gamma: Tensor) -> Tensor:
     return gamma @ _CORNERS
 
 
+def _simplex_panel(ax, result: SearchResult, title: str) -> None:
+    from matplotlib.colors import LogNorm
+
+    pts = to_plane(gamma_samples(result))
+    ax.hist2d(pts[:, 0].numpy(), pts[:, 1].numpy(), bins=40,
+              range=[[0, 1], [0, math.sqrt(3) / 2]], cmap="viridis", norm=LogNorm(), cmin=1)
+    tri = torch.cat([_CORNERS, _CORNERS[:1]])
+    ax.plot(tri[:, 0], tri[:, 1], "k-", lw=0.8)
+    for k, (cx, cy) in enumerate(_CORNERS.tolist()):
+        ax.annotate(NAMES[k], (cx, cy), textcoords="offset points",
+                    xytext=((-16, -4), (4, -4), (8, -4))[k], fontsize=8)
+    mean = result.mean_gamma()[EDGE]
+    ax.set_title(f"{title}\nE_q[gamma] = " + ", ".join(f"{v:.2f}" for v in mean), fontsize=8)
+    ax.set_xlim(-0.12, 1.12), ax.set_ylim(-0.05, 0.92)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_aspect("equal")
+
+
 def plot_simplex_grid(results: dict[tuple[str, float], SearchResult], path: Path) -> None:
+    """The 3 x 3 grid of histograms of gamma ~ q(Gamma) on the simplex (log colour scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,21 +155,21 @@ def plot_simplex_grid(results: dict[tuple[str, float], SearchResult], path: Path
     fig, axes = plt.subplots(len(SETTINGS), len(TEMPERATURES), figsize=(11, 10))
     for i, name in enumerate(SETTINGS):
         for j, t in enumerate(TEMPERATURES):
-            ax = axes[i][j]
-            pts = to_plane(gamma_samples(results[(name, t)]))
-            ax.hist2d(pts[:, 0].numpy(), pts[:, 1].numpy(), bins=40,
-                      range=[[0, 1], [0, math.sqrt(3) / 2]], cmap="viridis", cmin=1)
-            tri = torch.cat([_CORNERS, _CORNERS[:1]])
-            ax.plot(tri[:, 0], tri[:, 1], "k-", lw=0.8)
-            for k, (cx, cy) in enumerate(_CORNERS.tolist()):
-                ax.annotate(NAMES[k], (cx, cy), textcoords="offset points",
-                            xytext=(-14 if k == 0 else 4, -10 if k < 2 else 4), fontsize=8)
-            mean = results[(name, t)].mean_gamma()[EDGE]
-            ax.set_title(f"{name}, c_temp={t:g}\nE[gamma]=" + ", ".join(f"{v:.2f}" for v in mean),
-                         fontsize=8)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_aspect("equal")
+            _simplex_panel(axes[i][j], results[(name, t)], f"{name}, c_temp={t:g}")
     fig.suptitle("samples of q(Gamma): rows (c_train, c_prior, c_reg), columns c_temp")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_simplex(result: SearchResult, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    _simplex_panel(ax, result, title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -172,7 +191,7 @@ def plot_curves(results: dict[tuple[str, float], SearchResult], data: tuple[Tens
         ax.plot(grid, torch.tanh(grid), "k--", lw=1, label="tanh(x[0])")
         for t in TEMPERATURES:
             pred = predictive_mean(results[(name, t)], x)
-            ax.plot(x[order, 0], pred[order], "-", lw=1.2, label=f"c_temp={t:g}")
+            ax.plot(x[order, 0], pred[order], "o-", lw=0.6, ms=2.5, label=f"c_temp={t:g}")
         ax.set_title(f"(c_train, c_prior, c_reg) = {name}", fontsize=9)
         ax.set_xlabel("x[0]")
     axes[0].set_ylabel("E_q f(x)")
@@ -210,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
           + ", ".join(f"{v:.3f}" for v in s["mean_gamma"]) + f"; most probable {s['most_probable']}")
     plot_simplex_grid(results, out / "thesis_simplex.png")
     plot_curves(results, data, out / "thesis_curves.png")
-    plot_simplex_grid({(n, t): comb for n in SETTINGS for t in TEMPERATURES}, out / "thesis_comb.png")
+    plot_simplex(comb, "c_comb = -1, (0.01, 1, 100), c_temp = 1", out / "thesis_comb.png")
     print(f"saved {out / 'thesis_simplex.png'}, {out / 'thesis_curves.png'}, {out / 'thesis_comb.png'}")
 
 

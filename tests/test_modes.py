@@ -112,7 +112,7 @@ def test_structure_mixture_kl_is_the_kl_to_the_mixture():
                                            temperature=1.0)
     # one component: the mixture KL is the plain KL
     torch.manual_seed(0)
-    one = float(StructureMixture([a]).kl_from_prior(model, 20000))
+    one = float(StructureMixture([a]).kl_from_prior(model, 20000).detach())
     torch.manual_seed(0)
     assert one == pytest.approx(float(comb_kl(model, [a], 20000)), abs=0.05)
     # two copies of the same component: the same distribution, the same KL
@@ -159,3 +159,51 @@ def test_enumerate_reproduction():
     res = _enumerate("sum")
     print("sum of per-target KLs:", res.num_distinct, "distinct in 8 runs\n" + res.summary())
     assert res.num_distinct < 8   # the per-edge decomposition (EnumerateMode docstring)
+
+
+# ---------------------------------------------------------------------------- criteria presets
+def test_criteria_presets_are_the_same_machinery():
+    from bnas_pyro.complexity import informative_parameters
+    from bnas_pyro.criteria import available_criteria, get_criterion
+    from bnas_pyro.guides import DeltaGuide
+
+    assert set(available_criteria()) == {"ml", "map", "evidence", "holdout", "aic", "bic"}
+    ml = get_criterion("maximum_likelihood")
+    assert (ml.coefficients.c_reg, ml.coefficients.c_prior, ml.guide) == (0.0, 0.0, "delta")
+    assert get_criterion("evidence").coefficients.is_evidence
+    assert get_criterion("holdout").validation and get_criterion("bic", c_temp=0.3).coefficients.c_temp == 0.3
+    with pytest.raises(ValueError, match="available"):
+        get_criterion("waic")
+
+    space, x, y = _tiny()
+    # MAP: a point-mass guide and a fixed h
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=10.0))
+    map_ = get_criterion("map")
+    search = map_.search(model, inner_steps=5, outer_steps=10, lr=0.05, progress=False)
+    assert isinstance(search.guide, DeltaGuide)
+    h0 = {k: v.detach().clone() for k, v in model.hyper.state_dict().items()}
+    result = search.run(x, y)
+    assert all(torch.equal(h0[k], v) for k, v in model.hyper.state_dict().items())
+    # the MAP score is log p(y | W_map) + log p(W_map | h), the ML score log p(y | W_map)
+    torch.manual_seed(0)
+    s_map = map_.score(result, x, y, num_particles=50)
+    torch.manual_seed(0)
+    s_ml = get_criterion("ml").score(result, x, y, num_particles=50)
+    w = result.guide.loc.detach()
+    A = model.hyper.precision_per_parameter().detach()
+    log_prior = float(torch.distributions.Normal(0.0, A.rsqrt()).log_prob(w).sum())
+    assert s_map - s_ml == pytest.approx(log_prior, rel=1e-4)
+    # AIC / BIC: the expected log-likelihood minus the count of informative parameters
+    model2 = BayesianSupernet(space, likelihood=NormalLikelihood(precision=10.0))
+    result2 = get_criterion("evidence").search(model2, inner_steps=5, outer_steps=10,
+                                               progress=False).run(x, y)
+    k = int(informative_parameters(model2, result2.guide, 1.0).sum())
+    torch.manual_seed(0)
+    loglik = get_criterion("ml").score(result2, x, y, num_particles=200)
+    torch.manual_seed(0)
+    assert get_criterion("aic").score(result2, x, y, num_particles=200) == pytest.approx(loglik - k)
+    torch.manual_seed(0)
+    bic = get_criterion("bic").score(result2, x, y, num_particles=200)
+    assert bic == pytest.approx(loglik - 0.5 * k * math.log(x.shape[0]))
+    with pytest.raises(ValueError, match="x_val"):
+        get_criterion("holdout").score(result2, x, y)
