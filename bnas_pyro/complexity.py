@@ -33,7 +33,7 @@ from pyro import poutine
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from .distributions import ExpRelaxedCategorical, StructureScaledNormal
+from .distributions import StructureScaledNormal
 from .models.structure_priors import concrete, structure_site
 from .models.weight_priors import WEIGHT_SITE
 
@@ -49,9 +49,9 @@ _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 # ---------------------------------------------------------------------------- q(W) in one place
 @dataclass
 class WeightMoments:
-    """What the complexity measures need from q(W): per-parameter mean, variance and second
-    moment E_q[w^2] (in the prior's own coordinates), and the entropy H(q(W | Gamma)) averaged over
-    q(Gamma).  ``exact`` is False when they are Monte Carlo estimates."""
+    """What the complexity measures of METHOD.md section 4 need from q(W): per-parameter mean,
+    variance and second moment E_q[w^2] = mu^2 + sigma^2 (in the prior's own coordinates), and the
+    entropy H(q(W | Gamma)) averaged over q(Gamma).  ``exact`` is False for Monte Carlo estimates."""
 
     mean: Tensor
     variance: Tensor

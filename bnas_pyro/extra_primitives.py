@@ -19,7 +19,8 @@ from .primitives import Affine, available_primitives, register_primitive
 
 
 class SubsetAffine(Affine):
-    """``act(x[..., features] W + b)``: an affine map (and activation) of some input features.
+    """``act(x[..., features] W + b)``: an affine map (and activation) of some input features
+    (METHOD.md section 1: a primitive g(x; w); section 6: the thesis's f_1 = tanh(w_1[0] x[0] + w_1[1])).
 
     Args:
         in_features, out_features: the sizes of the edge's source and target nodes.

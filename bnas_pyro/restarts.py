@@ -39,7 +39,8 @@ BuildFn = Callable[[int], "BilevelSearch"]
 
 @dataclass
 class RestartRecord:
-    """One restart: its seed, structure, q(structure), final ELBO (+ standard error), L, Q."""
+    """One restart (METHOD.md section 3): its seed, structure, q(structure), final
+    ELBO = E_q log p(y|X,W,Gamma) - KL(q || p) (+ its Monte Carlo standard error), final L and Q."""
 
     index: int
     seed: int
@@ -57,7 +58,7 @@ class RestartRecord:
 
 @dataclass
 class RestartReport:
-    """All restarts of a search and the best one (highest final ELBO).
+    """All restarts of a search and the best one, argmax_r ELBO_r (METHOD.md section 3).
 
     ``best`` is the :class:`SearchResult` of restart ``best_index``; its ``info["restarts"]``
     holds every record too, so it travels with the result's JSON.

@@ -72,7 +72,8 @@ def _input_shape(space) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class RankedStructure:
-    """A discrete structure (edge name -> primitive label) and its probability under q."""
+    """A discrete structure (edge name -> primitive label) and its probability under q,
+    prod_e q(argmax gamma^e = l_e) (METHOD.md sections 2-3)."""
 
     structure: dict[str, str]
     probability: float

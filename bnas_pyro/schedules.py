@@ -63,7 +63,8 @@ def ramp(start: float, end: float, p: float, kind: RampKind = "geometric") -> fl
 
 
 class Schedule:
-    """Base class of the schedules here: ``schedule(step, num_steps) -> Coefficients``."""
+    """Base class of the schedules here: ``schedule(step, num_steps) -> Coefficients`` (a mode of
+    METHOD.md section 4 is a schedule of (c_reg, c_train, c_prior, c_comb, c_temp))."""
 
     def __call__(self, step: int, num_steps: int) -> Coefficients:
         raise NotImplementedError
@@ -75,7 +76,7 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """The same coefficients at every step."""
+    """The same coefficients at every step: c(k) = c (METHOD.md section 4)."""
 
     def __init__(self, coefficients: Coefficients):
         self.coefficients = coefficients
@@ -88,7 +89,8 @@ class Constant(Schedule):
 
 
 class Ramp(Schedule):
-    """``base`` with some coefficients moved from a start to an end value over the run.
+    """``base`` with some coefficients moved from a start to an end value over the run
+    (METHOD.md section 4: ``grow`` and ``prune`` ramp c_prior).
 
     ``ramps`` maps a coefficient name to ``(start, end)``; c(p) = start (end/start)^p
     (geometric, the default: the natural scale of c_prior, c_reg and c_temp) or linear.
@@ -120,7 +122,8 @@ class Ramp(Schedule):
 
 
 class Custom(Schedule):
-    """A user-defined schedule from a function of the progress p in [0, 1].
+    """A user-defined schedule from a function of the progress p in [0, 1]: c(p) = fn(p)
+    (METHOD.md section 4: a new mode is a few lines).
 
     ``fn(p)`` returns :class:`Coefficients` or a mapping of the coefficients to change in
     ``base``; ``fn(p, step, num_steps)`` is also accepted (three arguments).
@@ -158,7 +161,8 @@ def custom(fn: Callable[..., "Coefficients | Mapping[str, float]"],
 
 
 class Annealed(Schedule):
-    """Any schedule with its c_temp replaced by an annealing path towards 0.
+    """Any schedule with its c_temp replaced by an annealing path towards 0 (METHOD.md sections 2
+    and 4: as c_temp -> 0 the Concrete mass goes to the vertices, the discrete structures).
 
         c_temp(p) = start (end / start)^p     (geometric; ``kind="linear"`` for a straight line)
 
@@ -361,7 +365,8 @@ def _comb_search_class():
 
 @dataclass
 class EnumerationResult:
-    """The runs of an enumeration: their structures (in order), probabilities and results."""
+    """The runs f_1..f_N of an enumeration (METHOD.md section 4, mode 4): the structure of each
+    run (argmax of its q(Gamma)), in order, with its probability under q, and the results."""
 
     structures: list[dict[str, str]]
     probabilities: list[float]
@@ -447,7 +452,9 @@ class EnumerateMode(Mode):
         self.target_mass, self.target_rest = float(target_mass), float(target_rest)
         self.target_temperature = float(target_temperature if target_temperature is not None
                                         else base.c_temp)
-        super().__init__("enumerate", self.run_schedule(1), hypergradient,
+        # as a plain schedule (one search, e.g. from the CLI) it is run 1 of the enumeration;
+        # :meth:`run` performs all N runs
+        super().__init__("enumerate", self.run_schedule(0), hypergradient,
                          "runs f_1..f_N, each pushed away from the structures found before")
 
     def run_coefficients(self, run: int) -> Coefficients:

@@ -8,7 +8,6 @@ and C_struct falls towards 0 as c_temp goes from 10 to 0.05.
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
