@@ -265,8 +265,9 @@ def grow(base: Coefficients | None = None, start: float = 100.0, end: float = 0.
 
     c_prior weighs KL(q* || p(.|h)) in the outer objective Q; a smaller weight lets h loosen the
     prior so that q* can hold more information.  The effect goes through the dependence of
-    q*(h) on h, which the ``greedy`` one-step hypergradient barely sees (measured in
-    ``tests/test_complexity.py``: with greedy, C_param did not fall with c_prior), hence ``hoag``.
+    q*(h) on h, which the ``greedy`` one-step hypergradient barely sees (measured on the degree-0..5
+    polynomial problem of ``tests/test_complexity.py``, c_prior = 0.1, 1, 10, 100: C_param 18.1,
+    14.1, 11.6, 11.9 with ``hoag`` against 14.50, 14.34, 14.33, 14.33 with ``greedy``), hence ``hoag``.
     """
     if not start > end:
         raise ValueError(f"grow needs c_prior decreasing (start > end), got {start} -> {end}")
