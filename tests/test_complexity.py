@@ -119,7 +119,7 @@ def test_c_param_structure_part_when_temperatures_differ():
     from bnas_pyro.models.structure_priors import concrete
 
     for m in (torch.zeros(4), guide.structure.logits.detach()):
-        kl_m = float((log_q - concrete(m, 1.0).log_prob(draws)).mean())
+        kl_m = float((log_q - concrete(m, 1.0).log_prob(draws)).mean().detach())
         assert 0.0 < value < kl_m
 
 
