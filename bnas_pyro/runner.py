@@ -13,8 +13,8 @@
    it on the test split;
 5. write ``result.json`` and the plots (:mod:`bnas_pyro.run_directory`).
 
-The pieces that belong to other modules are called through the small adapters at the top of
-this file (schedules, complexity, top-k and derive), so that each is one place to wire.
+The pieces of other modules (schedules, complexity, top-k, export) are called through the small
+functions at the top of this file.
 """
 
 from __future__ import annotations
@@ -29,33 +29,23 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .baselines import collapse_statistics, discrete_network, residual_std, train_network
+from .baselines import collapse_statistics, residual_std, train_network
 from .coefficients import Coefficients
+from .complexity import parametric_complexity, relative_density, structural_complexity
 from .config import ConfigError, RunConfig, guide_class
+from .export import build_network
 from .data import SplitData, load_dataset
 from .metrics import evaluate_bayesian, evaluate_network, posterior_predictive
 from .objectives import estimate_elbo, trace_terms
 from .search_space import SearchSpace, SearchSpaceError
+from .schedules import get_mode
 from .spaces import build_space
 
 # ------------------------------------------------------------------------------ adapters
 def make_schedule(config: RunConfig):
-    """The coefficient schedule of ``search.mode`` (from :mod:`bnas_pyro.schedules`)."""
-    from . import schedules
-
-    base = Coefficients(**config.search.coefficients)
+    """The coefficient schedule of ``search.mode`` (:func:`bnas_pyro.schedules.get_mode`)."""
     options = dict(config.search.mode_options)
-    get_mode = getattr(schedules, "get_mode", None)
-    if get_mode is None:
-        if config.search.mode == "evidence" and not options:
-            return schedules.as_schedule(base)
-        raise ConfigError("search.mode", f"mode {config.search.mode!r} needs "
-                                         "bnas_pyro.schedules.get_mode, which is not available")
-    params = inspect.signature(get_mode).parameters
-    for key in ("coefficients", "base"):
-        if key in params and key not in options:
-            options[key] = base
-            break
+    options.setdefault("base", Coefficients(**config.search.coefficients))
     try:
         return get_mode(config.search.mode, **options)
     except (TypeError, ValueError, KeyError) as err:
@@ -63,66 +53,20 @@ def make_schedule(config: RunConfig):
 
 
 def complexity_measures(model, guide) -> dict[str, Any]:
-    """C_param and C_struct (METHOD.md section 4) from :mod:`bnas_pyro.complexity`, if present."""
-    try:
-        from . import complexity
-    except ImportError:
-        return {"c_param": None, "c_struct": None}
-    out: dict[str, Any] = {}
-    for key, names in (("c_param", ("parametric_complexity", "c_param")),
-                       ("c_struct", ("structural_complexity", "c_struct"))):
-        fn = next((getattr(complexity, n) for n in names if hasattr(complexity, n)), None)
-        value = None
-        if fn is not None:
-            try:
-                value = fn(model, guide)
-            except TypeError:
-                value = fn(guide)
-        out[key] = None if value is None else float(value)
-    return out
+    """C_param and C_struct (METHOD.md section 4, :mod:`bnas_pyro.complexity`)."""
+    return {"c_param": float(parametric_complexity(model, guide)),
+            "c_struct": float(structural_complexity(model, guide))}
 
 
-def relative_densities(model, guide) -> Tensor | None:
-    """rho = exp(-mu^2 / (2 sigma^2)) of every weight (``bnas_pyro.complexity`` when present)."""
-    try:
-        from . import complexity
-
-        fn = getattr(complexity, "relative_density", None) or getattr(complexity, "rho", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            value = fn(model, guide)
-        except TypeError:
-            value = fn(guide)
-        return torch.as_tensor(value).detach().flatten()
-    loc, scale = getattr(guide, "loc", None), getattr(guide, "scale", None)
-    if loc is None or scale is None or not torch.is_tensor(scale):
-        return None
-    # METHOD.md section 4: rho(w) = q(w = 0) / q(w = mu) for a Gaussian q(w) = N(mu, sigma^2)
-    return torch.exp(-loc.detach() ** 2 / (2 * scale.detach() ** 2)).flatten()
+def relative_densities(model, guide) -> Tensor:
+    """rho = exp(-mu^2 / (2 sigma^2)) of every weight (:func:`bnas_pyro.complexity.relative_density`)."""
+    return torch.as_tensor(relative_density(model, guide)).detach().flatten()
 
 
 def top_structures(result, k: int) -> list[dict[str, Any]]:
-    """The k most probable structures under q (``SearchResult.top_k``/``top_structures``)."""
-    for name in ("top_structures", "top_k"):
-        fn = getattr(result, name, None)
-        if callable(fn):
-            items = fn(k)
-            return [_structure_item(it) for it in items]
-    return [{"structure": result.structure, "probability": result.structure_probability}]
-
-
-def _structure_item(item: Any) -> dict[str, Any]:
-    if isinstance(item, dict) and "structure" in item:
-        return {"structure": dict(item["structure"]), "probability": float(item["probability"])}
-    if isinstance(item, (tuple, list)) and len(item) == 2:
-        a, b = item
-        if isinstance(a, dict):
-            return {"structure": dict(a), "probability": float(b)}
-        return {"structure": dict(b), "probability": float(a)}
-    structure = getattr(item, "structure", None)
-    return {"structure": dict(structure), "probability": float(getattr(item, "probability"))}
+    """The k most probable structures under q, best first (:meth:`SearchResult.top_structures`)."""
+    return [{"structure": dict(r.structure), "probability": float(r.probability)}
+            for r in result.top_structures(k)]
 
 
 def derive_network(result, space: SearchSpace, structure: dict[str, str], seed: int,
@@ -132,20 +76,11 @@ def derive_network(result, space: SearchSpace, structure: dict[str, str], seed: 
     ``init="posterior_mean"``: ``result.derive(structure)`` (E_q[W], :mod:`bnas_pyro.export`);
     ``"scratch"``: the same network class with weights drawn afresh, N(0, init_std) per primitive
     as the guides' initial means, seeded by ``seed`` (:func:`bnas_pyro.export.build_network`; a
-    :class:`~bnas_pyro.baselines.PointSupernet` of the structure when export is not available).
+    the same draw as the guides' initial means).
     """
-    try:
-        from .export import build_network
-    except ImportError:
-        build_network = None
     if init == "posterior_mean":
-        derive = getattr(result, "derive", None)
-        if not callable(derive):
-            raise ConfigError("retrain.init", "posterior_mean needs SearchResult.derive")
-        return derive(structure), "posterior_mean"
+        return result.derive(structure), "posterior_mean"
     gen = torch.Generator().manual_seed(seed)
-    if build_network is None:
-        return discrete_network(space, structure, gen), "scratch"
     std = result.model.layout.init_std
     weights = (torch.randn(std.shape, generator=gen) * std).to(result.model.hyper.log_precision)
     return build_network(space, dict(structure), weights, {"structure": dict(structure),
