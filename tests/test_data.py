@@ -10,15 +10,6 @@ from sklearn.datasets import load_digits
 from bnas_pyro.data import available_datasets, load_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest, and avoids thrashing on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _raw(d, which):
     x, y = d.split(which)
     return x * d.x_std + d.x_mean, y

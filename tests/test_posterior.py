@@ -17,14 +17,6 @@ from bnas_pyro.models import BayesianSupernet
 from bnas_pyro.spaces import mlp_cell_space
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def wine():
     return load_dataset("wine", seed=0)

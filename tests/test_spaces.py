@@ -15,15 +15,6 @@ from bnas_pyro.spaces import build_space, conv_cell_space, mlp_cell_space
 from bnas_pyro.supernet import Supernet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest, and avoids thrashing on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _params(prim, gen):
     return {n: torch.randn(s, generator=gen) for n, s in prim.parameter_shapes.items()}
 
