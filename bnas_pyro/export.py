@@ -18,7 +18,6 @@ loading.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .primitives import ModulePrimitive, Primitive, build_primitive
+from .primitives import Primitive, build_primitive
 from .search_space import PrimitiveSpec
 
 FORMAT = "bnas-pyro.derived-network"
@@ -37,21 +36,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.
 
 
 def primitive_module(primitive: Primitive, params: Mapping[str, Tensor]) -> nn.Module:
-    """A trainable ``nn.Module`` computing ``primitive`` with ``params`` (copied).
-
-    Uses :meth:`Primitive.to_module`; a primitive that wraps an ``nn.Module``
-    (:class:`~bnas_pyro.primitives.ModulePrimitive`, whose parameter names contain dots) is
-    returned as a copy of that module holding ``params``.
-    """
-    if isinstance(primitive, ModulePrimitive):
-        module = copy.deepcopy(primitive.module)
-        first = next(iter(params.values()), None)
-        if first is not None:   # hold the values in their own dtype and device (no rounding)
-            module = module.to(device=first.device, dtype=first.dtype)
-        with torch.no_grad():
-            for name, p in module.named_parameters():
-                p.copy_(params[name].reshape(p.shape))
-        return module
+    """A trainable ``nn.Module`` computing ``primitive`` with ``params`` (copied):
+    :meth:`Primitive.to_module` (for a wrapped ``nn.Module``, a copy of that module)."""
     return primitive.to_module(params)
 
 

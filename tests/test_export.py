@@ -175,3 +175,18 @@ def test_json_contents(fitted):
     assert data["network"]["metadata"]["structure"] == result.structure
     with pytest.raises(ValueError, match="format"):
         network_from_dict({"format": "something else"})
+
+
+def test_wrapped_module_with_dotted_parameter_names_becomes_a_module():
+    """ModulePrimitive.to_module: an nn.Sequential's parameters ("0.weight", ...) are dotted."""
+    from bnas_pyro.primitives import ModulePrimitive
+
+    prim = ModulePrimitive(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), 3, 2)
+    params = {n: torch.randn(s, dtype=torch.float64) for n, s in prim.parameter_shapes.items()}
+    assert "0.weight" in params
+    module = prim.to_module(params)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert next(module.parameters()).dtype == torch.float64
+    assert torch.equal(module(x), prim(x, params))
+    params["0.bias"].add_(1.0)  # the module holds copies
+    assert not torch.equal(module(x), prim(x, params))
