@@ -159,6 +159,11 @@ class BilevelSearch:
                                  f"available: {sorted(hyper_named)}")
         self._hyper_names = [n for n, p in hyper_named.items()
                              if p.requires_grad and (learn is None or n in learn)]
+        if not self._hyper_names:
+            raise ValueError(
+                f"learn={None if learn is None else list(learn)} leaves no hyperparameter to move "
+                f"(trainable: {sorted(n for n, p in hyper_named.items() if p.requires_grad)}); "
+                "to fit q(W, Gamma) at fixed h use bnas_pyro.fit")
         self.hyper_bounds: dict[str, tuple[float, float]] = {}
         for name, (low, high) in dict(hyper_bounds or {}).items():
             if name not in hyper_named:

@@ -125,3 +125,15 @@ def test_coefficients_validate_themselves():
 def test_guide_temperature_is_checked():
     with pytest.raises(ValueError, match="temperature"):
         MeanFieldGuide(regression_model(), temperature=0.0)
+
+
+def test_search_with_nothing_to_learn_says_so():
+    """learn=[] (or every hyperparameter frozen) is refused by name, not by torch's optimiser."""
+    from bnas_pyro import BilevelSearch
+
+    space = SearchSpace({"x": 1, "y": 1}, [("x", "y", ["linear", "constant"])])
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=1.0))
+    with pytest.raises(ValueError, match=r"learn=\[\] leaves no hyperparameter to move.*log_precision"):
+        BilevelSearch(model, MeanFieldGuide(model), Coefficients(), "joint", learn=[])
+    with pytest.raises(ValueError, match="unknown hyperparameters in learn"):
+        BilevelSearch(model, MeanFieldGuide(model), Coefficients(), "joint", learn=["A"])
