@@ -190,7 +190,8 @@ class Legendre(Polynomial):
     Phi^T Phi is close to m I: a diagonal (mean-field) posterior is then close to the exact one,
     and gradient steps are well conditioned.  The monomials x^k instead grow as |x|^k (x^5
     reaches 32 on [-2, 2]): Phi^T Phi is ill-conditioned, a mean-field q(W) sits nats below the
-    evidence, and an isotropic prior over-penalises the low orders (``examples/polynomial_degree.py``).
+    evidence, and an isotropic prior on their coefficients is in effect much weaker on the high
+    orders than on the low ones (``examples/polynomial_degree.py``).
     P_k follows Bonnet's recursion (k + 1) P_{k+1} = (2k + 1) u P_k - k P_{k-1}.
     """
 
