@@ -156,9 +156,16 @@ class Polynomial(Primitive):
     polynomial ``w_0 + w_1 x + ... + w_d x^d`` of the seed's degree example.
     """
 
+    #: the registry name, for error messages
+    kind = "poly"
+
     def __init__(self, in_features: int, out_features: int, degree: int = 2):
-        if int(degree) != degree or degree < 0:
-            raise ValueError(f"poly degree must be a non-negative integer, got {degree!r}")
+        try:
+            valid = not isinstance(degree, bool) and int(degree) == degree and degree >= 0
+        except (TypeError, ValueError, OverflowError):
+            valid = False
+        if not valid:
+            raise ValueError(f"{self.kind} degree must be a non-negative integer, got {degree!r}")
         super().__init__(in_features, out_features)
         self.degree = int(degree)
 
@@ -170,6 +177,9 @@ class Polynomial(Primitive):
         return shapes
 
     def features(self, x: Tensor) -> Tensor:
+        """The non-constant features, power-major: ``[x, x^2, ..., x^d]`` (``(..., d * in)``)."""
+        if self.degree == 0:
+            return x.new_zeros(x.shape[:-1] + (0,))
         return torch.cat([x**i for i in range(1, self.degree + 1)], dim=-1)
 
     def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
@@ -180,7 +190,8 @@ class Polynomial(Primitive):
 
 
 class Legendre(Polynomial):
-    """Polynomial of degree ``d`` in the orthonormal Legendre basis of ``[low, high]``:
+    """Polynomial of degree ``d`` in the orthonormal Legendre basis of ``[low, high]`` (a primitive
+    of METHOD.md section 1, for the seed's degree example of section 6):
     ``b + sum_{k=1..d} sqrt(2k + 1) P_k(u) W_k`` with ``u = (2x - low - high) / (high - low)``.
 
     It spans the same functions as :class:`Polynomial` of the same degree, but its features have
@@ -195,14 +206,24 @@ class Legendre(Polynomial):
     P_k follows Bonnet's recursion (k + 1) P_{k+1} = (2k + 1) u P_k - k P_{k-1}.
     """
 
+    kind = "legendre"
+
     def __init__(self, in_features: int, out_features: int, degree: int = 2,
                  low: float = -1.0, high: float = 1.0):
         super().__init__(in_features, out_features, degree)
+        try:
+            low, high = float(low), float(high)
+        except (TypeError, ValueError):
+            raise ValueError(f"legendre needs a finite interval low < high, got "
+                             f"low={low!r}, high={high!r}") from None
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
             raise ValueError(f"legendre needs a finite interval low < high, got [{low}, {high}]")
-        self.low, self.high = float(low), float(high)
+        self.low, self.high = low, high
 
     def features(self, x: Tensor) -> Tensor:
+        """``sqrt(2k + 1) P_k(u)`` for k = 1..d, power-major like :class:`Polynomial`."""
+        if self.degree == 0:
+            return x.new_zeros(x.shape[:-1] + (0,))
         u = (2 * x - (self.low + self.high)) / (self.high - self.low)
         previous, current = torch.ones_like(u), u
         out = [math.sqrt(3.0) * current]
@@ -235,6 +256,11 @@ class ModulePrimitive(Primitive):
     def to_module(self, params: Mapping[str, Tensor]) -> nn.Module:
         """A copy of the wrapped module holding ``params`` (its parameter names, dotted ones
         included, are those of the module), in the dtype and on the device of ``params``."""
+        missing = sorted(set(self._shapes) - set(params))
+        extra = sorted(set(params) - set(self._shapes))
+        if missing or extra:
+            raise KeyError(f"parameters of the wrapped {type(self.module).__name__}: missing "
+                           f"{missing}, unexpected {extra}")
         module = copy.deepcopy(self.module)
         first = next(iter(params.values()), None)
         if first is not None:   # hold the values in their own dtype and device (no rounding)

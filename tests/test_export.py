@@ -190,3 +190,11 @@ def test_wrapped_module_with_dotted_parameter_names_becomes_a_module():
     assert torch.equal(module(x), prim(x, params))
     params["0.bias"].add_(1.0)  # the module holds copies
     assert not torch.equal(module(x), prim(x, params))
+
+
+def test_wrapped_module_names_missing_and_unexpected_parameters():
+    from bnas_pyro.primitives import ModulePrimitive
+
+    prim = ModulePrimitive(nn.Sequential(nn.Linear(3, 2)), 3, 2)
+    with pytest.raises(KeyError, match=r"missing \['0.bias'\], unexpected \['0.bais'\]"):
+        prim.to_module({"0.weight": torch.zeros(2, 3), "0.bais": torch.zeros(2)})

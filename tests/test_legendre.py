@@ -50,15 +50,39 @@ def test_same_functions_as_the_monomials():
     assert torch.allclose(prim(x, params)[:, 0], y, atol=1e-10)
 
 
-def test_vector_input_and_parameter_shapes():
-    prim = build_primitive("legendre", 3, 2, degree=4, low=-1.0, high=1.0)
+def test_vector_input_is_power_major_like_poly():
+    """On a vector input, column j * in + i of the features is the order-(j + 1) feature of
+    coordinate i (the layout of ``poly``), checked against numpy coordinate by coordinate."""
+    prim = build_primitive("legendre", 3, 2, degree=4, low=-1.0, high=3.0)
     assert prim.parameter_shapes == {"bias": (2,), "weight": (12, 2)}
-    params = {"bias": torch.zeros(2), "weight": torch.randn(12, 2)}
-    assert prim(torch.rand(5, 3), params).shape == (5, 2)
+    x = torch.rand(5, 3, dtype=torch.float64) * 4 - 1
+    ours = prim.features(x).numpy()
+    for i in range(3):
+        assert np.allclose(ours[:, i::3], _numpy_features(x.numpy()[:, i], 4, -1.0, 3.0), atol=1e-12)
+    params = {"bias": torch.randn(2, dtype=torch.float64),
+              "weight": torch.randn(12, 2, dtype=torch.float64)}
+    expected = ours @ params["weight"].numpy() + params["bias"].numpy()
+    assert np.allclose(prim(x, params).numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["poly", "legendre"])
+def test_degree_zero_is_the_constant(name):
+    prim = build_primitive(name, 2, 1, degree=0)
+    x = torch.randn(4, 2)
+    assert prim.parameter_shapes == {"bias": (1,)}
+    assert prim.features(x).shape == (4, 0)
+    assert torch.equal(prim(x, {"bias": torch.tensor([1.5])}), torch.full((4, 1), 1.5))
+
+
+@pytest.mark.parametrize("name", ["poly", "legendre"])
+@pytest.mark.parametrize("degree", [-1, 2.5, "three", True])
+def test_a_bad_degree_is_refused_with_the_primitives_name(name, degree):
+    with pytest.raises(ValueError, match=f"{name} degree must be a non-negative integer"):
+        build_primitive(name, 1, 1, degree=degree)
 
 
 @pytest.mark.parametrize("low,high", [(1.0, 1.0), (2.0, -2.0), (float("nan"), 1.0),
-                                      (0.0, float("inf"))])
+                                      (0.0, float("inf")), ("a", 1.0), (None, 1.0)])
 def test_a_bad_interval_is_refused_by_name(low, high):
     with pytest.raises(ValueError, match="legendre needs a finite interval"):
         build_primitive("legendre", 1, 1, degree=2, low=low, high=high)
