@@ -196,17 +196,24 @@ def _make_search(config: RunConfig, model, guide, schedule, strategy: str, inner
         raise ConfigError("search", str(err)) from None
 
 
+def build_parts(config: RunConfig):
+    """Seed torch with ``config.seed``, then build ``(data, space, model, guide, schedule,
+    outer_steps, inner_steps)`` of one search, in that order (the order fixes the random draws)."""
+    torch.manual_seed(config.seed)
+    data = build_data(config)
+    space = build_search_space(config, data)
+    model = build_model(config, space, data)
+    guide = build_guide(config, model, data)
+    schedule = make_schedule(config)
+    outer, inner = outer_and_inner_steps(config, data)
+    return data, space, model, guide, schedule, outer, inner
+
+
 def restart_search(config: RunConfig, split_seed: int, progress: bool, seed: int):
     """``build(seed)`` of :func:`bnas_pyro.restarts.run_restarts`: a fresh model, guide and search
     with initialisation seed ``seed`` on the run's split (module level: picklable for processes)."""
     run_config = config.replace(seed=seed, **{"data.seed": split_seed})
-    torch.manual_seed(seed)
-    data = build_data(run_config)
-    space = build_search_space(run_config, data)
-    model = build_model(run_config, space, data)
-    guide = build_guide(run_config, model, data)
-    schedule = make_schedule(run_config)
-    outer, inner = outer_and_inner_steps(run_config, data)
+    data, _, model, guide, schedule, outer, inner = build_parts(run_config)
     callbacks = [ProgressCallback(data, config.search.eval_every)]
     return _make_search(run_config, model, guide, schedule, search_strategy(run_config, schedule),
                         inner, outer, None, progress, callbacks)
@@ -315,13 +322,7 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        torch.manual_seed(config.seed)
-        data = build_data(config)
-        space = build_search_space(config, data)
-        model = build_model(config, space, data)
-        guide = build_guide(config, model, data)
-        schedule = make_schedule(config)
-        outer, inner = outer_and_inner_steps(config, data)
+        data, space, model, guide, schedule, outer, inner = build_parts(config)
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
         log(f"data: {data.summary()}")
