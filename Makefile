@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m bnas_pyro.demo
+	$(PY) -m bnas_pyro.app.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -5,7 +5,7 @@ The baseline is the same reparameterised ELBO written directly in PyTorch (Norma
 analytic Gaussian KL, log-space Concrete structure with its Monte Carlo KL, Categorical likelihood
 scaled to the full data), one tensor per (edge, primitive) parameter and one Adam step.
 Both are timed in the same run: median of ``--steps`` steps after ``--warmup`` warm-up steps.
-Prints the ratio ours / baseline (target: at most 1.5; issue 2).
+Prints the ratio ours / baseline (target: at most 1.5).
 
     python benchmarks/step_overhead.py
 """

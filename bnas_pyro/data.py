@@ -12,7 +12,7 @@ Synthetic sets of METHOD.md section 6:
 
 - ``tanh``       the thesis's architecture example: x in R^11, x[j] ~ N(0, 1) for j < 10 plus a
                  constant feature 1, y = tanh(x[0]) + 0.5 eps; m = 50 training points;
-- ``polynomial`` the seed's degree example: x ~ U(-2, 2), y = x^3 - x + 0.5 eps; m = 40;
+- ``polynomial`` the source talk's degree example: x ~ U(-2, 2), y = x^3 - x + 0.5 eps; m = 40;
 - ``annals``     the Annals-of-OR synthetic set: y = x + eps with the 12 features
                  {x^0, ..., x^9, sin x, cos x}; m = 40.  The paper gives m, the target and the
                  features; x ~ U(-1, 1) and eps ~ N(0, 1) are our choice (it does not state them).
@@ -189,7 +189,7 @@ for _info in (
                 _sklearn("load_diabetes", "regression")),
     DatasetInfo("tanh", "regression", "thesis tanh set (METHOD.md section 6), m = 50",
                 _tanh, synthetic_m=50, standardize_default=False),
-    DatasetInfo("polynomial", "regression", "seed's polynomial set y = x^3 - x + 0.5 eps, m = 40",
+    DatasetInfo("polynomial", "regression", "the source talk's polynomial set y = x^3 - x + 0.5 eps, m = 40",
                 _polynomial, synthetic_m=40, standardize_default=False),
     DatasetInfo("annals", "regression", "Annals-of-OR synthetic set y = x + eps, 12 features, m = 40",
                 _annals, synthetic_m=40, standardize_default=False),

@@ -1,7 +1,7 @@
 """The hyperparameters h = (log A, m[, log beta]) as one explicit module (METHOD.md sections 2, 4).
 
 The outer loop owns this object; the guide owns theta.  Keeping them in separate modules means an
-optimiser can always tell them apart (DESIGN.md, "Hyperparameters are explicit").
+optimiser can always tell them apart.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .supernet import ParameterLayout
+from bnas_pyro.supernet import ParameterLayout
 
 PrecisionLevel = Literal["group", "parameter", "shared"]
 

@@ -14,8 +14,8 @@ from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .coefficients import Coefficients
-from .objectives import ScaledELBO
+from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.objectives import ScaledELBO
 
 
 class MinibatchSampler:

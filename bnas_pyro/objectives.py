@@ -8,7 +8,7 @@ One pass of the guide and the replayed model gives three numbers:
 
 Every objective of the method is a linear combination of them, so the KL weight is applied once,
 here, to the *difference* log q - log p: never to the model or the guide alone (which would
-silently change the objective, DESIGN.md).  ``ScaledELBO`` is a :class:`pyro.infer.ELBO`, so it
+silently change the objective).  ``ScaledELBO`` is a :class:`pyro.infer.ELBO`, so it
 plugs into :class:`pyro.infer.SVI` and ``ScaledELBO(...)(model, guide)`` is an ``ELBOModule``.
 """
 
@@ -24,8 +24,8 @@ from torch.distributions import kl_divergence
 from pyro.infer import ELBO
 from torch import Tensor
 
-from . import distributions as _registers_kl  # noqa: F401  (KL registrations)
-from .coefficients import Coefficients
+from bnas_pyro import distributions as _registers_kl  # noqa: F401  (KL registrations)
+from bnas_pyro.coefficients import Coefficients
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Iterable, Mapping, Sequence, Union
 
-from .primitives import Primitive, build_primitive
+from bnas_pyro.primitives import Primitive, build_primitive
 
 NodeSize = Union[int, tuple[int, ...]]
 
@@ -218,6 +218,17 @@ class SearchSpace:
         return tuple(made)
 
     # ------------------------------------------------------------------ queries
+    def node_shape(self, node: str) -> tuple[int, ...]:
+        """The shape of one value of ``node``: ``(d,)`` for a vector node, ``(C, H, W)`` for an
+        image node."""
+        size = self.nodes[node]
+        return tuple(size) if isinstance(size, tuple) else (size,)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (of the input node), e.g. ``(64,)`` or ``(1, 8, 8)``."""
+        return self.node_shape(self.input)
+
     @property
     def num_structures(self) -> int:
         return prod(len(e) for e in self.edges)

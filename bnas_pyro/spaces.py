@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from . import conv_primitives as _registers_conv  # noqa: F401  (registers the conv names)
-from .search_space import SearchSpace, SearchSpaceError
+from bnas_pyro.primitives import conv as _registers_conv  # noqa: F401  (registers the conv names)
+from bnas_pyro.search_space import SearchSpace, SearchSpaceError
 
 MLP_INPUT_PRIMITIVES = ("relu", "tanh", "linear")
 MLP_HIDDEN_PRIMITIVES = ("relu", "tanh", "identity", "zero")

@@ -1,26 +1,75 @@
-"""Distributions P on the structure for the c_comb term of Q (METHOD.md section 4).
+"""The set P of structure distributions in the c_comb term of Q (METHOD.md section 4).
 
-A :class:`StructureDistribution` is a product over edges of Concrete distributions, e.g. the
-thesis's GS(0.1, [0.99, 0.05, 0.05]).  ``comb_kl`` estimates sum_{p' in P} KL(p(Gamma|h) || p')
-by reparameterised Monte Carlo from the structure prior p(Gamma|h).
+    Q = ... - c_comb sum_{p' in P} KL(p(Gamma | h) || p')
+
+Every element of P is a *structure target*: an object with ``check(space)`` and
+``kl_from_prior(draws)``, the KL from the structure prior p(Gamma | h) to the target, estimated
+from :class:`PriorDraws` (reparameterised draws of the prior, so the estimate is differentiable in
+the prior logits m).  Two targets are built in:
+
+- :class:`StructureDistribution`: a product over edges of Concrete distributions, e.g. the
+  thesis's GS(0.1, [0.99, 0.05, 0.05]);
+- :class:`StructureMixture`: the uniform mixture of several of them (what the ``enumerate`` mode
+  pushes away from).
+
+:func:`comb_kl` draws the prior once and sums every target's KL: one code path for every kind of
+target.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from .distributions import ExpRelaxedCategorical
+from bnas_pyro.distributions import ExpRelaxedCategorical
+
+
+@dataclass
+class PriorDraws:
+    """``num_samples`` reparameterised draws of the structure prior p(Gamma | h), per edge.
+
+    ``draws[edge]`` are the draws of log gamma^e (``(num_samples, K_e)``) and ``log_prob[edge]``
+    their log-density under the prior (``(num_samples,)``), in the order of the model's structure
+    sites.  ``like`` is a scalar tensor of the prior's dtype and device (for empty sums).
+    """
+
+    draws: dict[str, Tensor]
+    log_prob: dict[str, Tensor]
+    like: Tensor
+
+    @classmethod
+    def sample(cls, model, num_samples: int) -> "PriorDraws":
+        draws: dict[str, Tensor] = {}
+        log_prob: dict[str, Tensor] = {}
+        for site, prior in model.structure_prior.distributions(model).items():
+            edge = site[len("gamma["):-1]
+            value = prior.rsample((num_samples,))
+            draws[edge] = value
+            log_prob[edge] = prior.log_prob(value)
+        return cls(draws, log_prob, model.hyper.structure_logits.new_zeros(()))
+
+
+@runtime_checkable
+class StructureTarget(Protocol):
+    """An element p' of P: checks itself against a space and estimates KL(p(Gamma | h) || p')."""
+
+    def check(self, space) -> None: ...
+
+    def kl_from_prior(self, prior: PriorDraws) -> Tensor: ...
 
 
 class StructureDistribution:
     """prod_e Concrete(s'_e, t') over the edges named in ``probabilities``.
 
+    KL(p(Gamma | h) || p') = sum_e E_p[log p_e(gamma^e | h) - log Concrete(gamma^e; s'_e, t')] over
+    the named edges (edges not named contribute nothing).
+
     Args:
-        probabilities: edge name -> the (unnormalised) s' of that edge; edges not named are
-            left out of the KL (they contribute nothing).
+        probabilities: edge name -> the (unnormalised) s' of that edge.
         temperature: t' (the thesis uses 0.1: close to one discrete structure).
     """
 
@@ -64,25 +113,89 @@ class StructureDistribution:
         return ExpRelaxedCategorical(torch.tensor(self.temperature, dtype=like.dtype,
                                                   device=like.device), logits=logits)
 
+    def log_prob(self, prior: PriorDraws) -> Tensor | float:
+        """log p'(Gamma) of the prior's draws, summed over the named edges (0.0 if none)."""
+        total: Tensor | float = 0.0
+        for edge, value in prior.draws.items():
+            if edge in self.logits:
+                total = total + self.distribution(edge, value).log_prob(value)
+        return total
+
+    def kl_from_prior(self, prior: PriorDraws) -> Tensor:
+        total = prior.like
+        for edge, value in prior.draws.items():
+            if edge in self.logits:
+                log_t = self.distribution(edge, value).log_prob(value)
+                total = total + (prior.log_prob[edge] - log_t).mean()
+        return total
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{e}: {l.exp().tolist()}" for e, l in self.logits.items())
         return f"StructureDistribution(t={self.temperature}, {{{parts}}})"
 
 
-def comb_kl(model, targets: Sequence[StructureDistribution], num_samples: int = 16) -> Tensor:
-    """sum_{p' in P} KL(p(Gamma|h) || p'), Monte Carlo with ``num_samples`` reparameterised draws.
+class StructureMixture:
+    """The uniform mixture (1/n) sum_j p'_j of structure distributions (one element of P).
 
-    Differentiable in the structure logits m of ``model.hyper``.
+    KL(p(Gamma | h) || mixture) = E_p[ log p(Gamma | h) - logsumexp_j log p'_j(Gamma) + log n ],
+    by reparameterised Monte Carlo from the prior (differentiable in its logits m).  Unlike the
+    sum of the KLs to each p'_j, which splits into independent per-edge terms (an edge on which
+    the found structures are balanced feels no net push), the mixture's log-density is large only
+    near one of the found structures *as a whole*: maximising the KL moves the prior to a structure
+    that differs from every found one on at least one edge.
     """
-    total = model.hyper.structure_logits.new_zeros(())
+
+    def __init__(self, components: Sequence[StructureDistribution]):
+        if not components:
+            raise ValueError("a structure mixture needs at least one component")
+        self.components = list(components)
+
+    def check(self, space) -> None:
+        """Every component names edges of ``space`` with one s' per primitive."""
+        for comp in self.components:
+            comp.check(space)
+
+    def kl_from_prior(self, prior: PriorDraws) -> Tensor:
+        if not prior.draws:
+            return prior.like
+        log_p: Any = 0.0
+        for value in prior.log_prob.values():
+            log_p = log_p + value
+        log_t = [comp.log_prob(prior) for comp in self.components]
+        stacked = torch.stack([torch.as_tensor(v, dtype=log_p.dtype, device=log_p.device).expand_as(log_p)
+                               for v in log_t])
+        log_mix = stacked.logsumexp(0) - math.log(len(self.components))
+        return (log_p - log_mix).mean()
+
+    def __repr__(self) -> str:
+        return f"StructureMixture({len(self.components)} components)"
+
+
+def check_targets(targets: Sequence[Any], space) -> list[StructureTarget]:
+    """The targets as a list, each checked against ``space``; anything that is not a structure
+    target (no ``check`` and ``kl_from_prior``) is refused by its position and type."""
+    out = []
+    for i, target in enumerate(targets):
+        if not isinstance(target, StructureTarget):
+            raise TypeError(f"comb_targets[{i}] is a {type(target).__name__}, not a structure "
+                            "target (StructureDistribution, StructureMixture or any object with "
+                            "check(space) and kl_from_prior(prior_draws))")
+        target.check(space)
+        out.append(target)
+    return out
+
+
+def comb_kl(model, targets: Sequence[StructureTarget], num_samples: int = 16) -> Tensor:
+    """sum_{p' in P} KL(p(Gamma | h) || p'), from ``num_samples`` reparameterised draws of the
+    prior shared by every target; differentiable in the structure logits m of ``model.hyper``."""
     if not targets:
-        return total
-    priors = model.structure_prior.distributions(model)
-    for site, prior in priors.items():
-        edge = site[len("gamma["):-1]
-        draws = prior.rsample((num_samples,))
-        log_p = prior.log_prob(draws)
-        for target in targets:
-            if edge in target.logits:
-                total = total + (log_p - target.distribution(edge, draws).log_prob(draws)).mean()
+        return model.hyper.structure_logits.new_zeros(())
+    prior = PriorDraws.sample(model, num_samples)
+    total = prior.like
+    for target in targets:
+        total = total + target.kl_from_prior(prior)
     return total
+
+
+__all__ = ["PriorDraws", "StructureDistribution", "StructureMixture", "StructureTarget",
+           "check_targets", "comb_kl"]

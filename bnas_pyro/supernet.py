@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .search_space import SearchSpace
+from bnas_pyro.search_space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,6 @@ class Supernet(nn.Module):
                     out = gamma[l] * out
                 total = out if total is None else total + out
             if total is None:  # every incoming primitive is "zero"
-                size = self.space.nodes[node]
-                size = size if isinstance(size, tuple) else (size,)
-                total = x.new_zeros(x.shape[:1] + size)
+                total = x.new_zeros(x.shape[:1] + self.space.node_shape(node))
             values[node] = total
         return values[self.space.output]

@@ -2,7 +2,7 @@
 
 1. a structure search on the wine data (MLP cell space, evidence mode);
 2. ``result.to_inference_data(x=..., y=...)``: InferenceData with groups posterior, prior,
-   log_likelihood, observed_data, sample_stats (see :mod:`bnas_pyro.posterior`);
+   log_likelihood, observed_data, sample_stats (see :mod:`bnas_pyro.analysis.arviz_data`);
 3. ``az.summary``, ``az.plot_posterior``, ``az.plot_forest``, ``az.loo`` on it, and the
    NaN-padded ``(chain, draw, edge, primitive)`` table of gamma;
 4. ``bnas_pyro.compare``: three candidate structures fitted as fixed networks and the searched
@@ -11,7 +11,7 @@
     python examples/arviz_analysis.py                    # about 2 minutes; plots in runs/arviz_analysis
     python examples/arviz_analysis.py --run-dir RUN_DIR  # analyse a bnas-pyro run's posterior.nc
 
-The package keeps its own ArviZ calls in ``bnas_pyro/posterior.py``; here ArviZ is called
+The package keeps its own ArviZ calls in ``bnas_pyro/analysis/arviz_data.py``; here ArviZ is called
 directly, as a user would.
 """
 
@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import bnas_pyro  # noqa: E402
 from bnas_pyro import BilevelSearch, Coefficients, load_dataset, mlp_cell_space  # noqa: E402
-from bnas_pyro import posterior as post  # noqa: E402
+from bnas_pyro.analysis import arviz_data as post  # noqa: E402
 from bnas_pyro.guides import MeanFieldGuide  # noqa: E402
 from bnas_pyro.models import BayesianSupernet  # noqa: E402
 

@@ -5,7 +5,7 @@ images) and each seed:
 
 - **bnas (evidence)**: the default search of ``bnas-pyro search`` (mean-field q(W, Gamma), weight
   precisions A and structure logits m fitted jointly by the ELBO, ``joint`` hypergradient);
-- **DARTS (1st order)**: :class:`bnas_pyro.baselines.DartsSearch`, the same supernet with point
+- **DARTS (1st order)**: :class:`bnas_pyro.search.darts.DartsSearch`, the same supernet with point
   weights and softmax(alpha) mixing, alpha updated on validation batches, no priors;
 
 both for the same number of epochs over the training split.  Each found structure (argmax per
@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from bnas_pyro.baselines import (DartsSearch, collapse_statistics, discrete_network, residual_std,
+from bnas_pyro.search.darts import (DartsSearch, collapse_statistics, discrete_network, residual_std,
                                  train_network)
-from bnas_pyro.bilevel import BilevelSearch
-from bnas_pyro.config import default_config
-from bnas_pyro.metrics import evaluate_network
-from bnas_pyro.runner import (build_data, build_guide, build_model, build_search_space, make_schedule,
-                              outer_and_inner_steps, search_strategy)
+from bnas_pyro.search.bilevel import BilevelSearch
+from bnas_pyro.app.config import default_config
+from bnas_pyro.analysis.metrics import evaluate_network
+from bnas_pyro.app.builders import (build_data, build_guide, build_model, build_search_space,
+                                    make_schedule, outer_and_inner_steps, search_strategy)
 
 SPACES = {
     "mlp": {"data.name": "digits", "space.name": "mlp_cell"},

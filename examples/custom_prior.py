@@ -9,7 +9,7 @@ This example replaces
 - the Gaussian weight prior by a Laplace prior with scale A^{-1/2} (sparser weights), and
 - the learned Concrete structure prior by one with *fixed* logits that favour cheap primitives
   (a user's belief that simpler structures are a priori more plausible),
-then fits both to the seed's polynomial example with the default mean-field guide.  The KL of a
+then fits both to the source talk's polynomial example with the default mean-field guide.  The KL of a
 Normal q against a Laplace prior has no closed form, so the objective falls back to Monte Carlo
 for that site automatically.
 

@@ -85,7 +85,7 @@ class Problem:
 
 
 def make_problem(seed: int) -> Problem:
-    """Data (standardised features), and the seed's initial log alpha ~ U(-2, 10)."""
+    """Data (standardised features), and this seed's initial log alpha ~ U(-2, 10)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.rand(NUM_TRAIN + NUM_TEST, generator=g, dtype=DTYPE) * 4 - 2
     y = t + NOISE_SD * torch.randn(NUM_TRAIN + NUM_TEST, generator=g, dtype=DTYPE)

@@ -1,4 +1,4 @@
-"""The seed's polynomial example: choose the degree of a polynomial by evidence (METHOD.md section 6).
+"""The source talk's polynomial example: choose the degree of a polynomial by evidence (METHOD.md section 6).
 
 Data: 40 points, x ~ U(-2, 2), y = x^3 - x + N(0, 0.5^2).  One edge x -> y whose primitives are the
 polynomials of degree 0..5, each with d + 1 weights, a learned precision A per degree and a learned
@@ -6,7 +6,7 @@ noise precision beta, a mean-field guide, Concrete structure at c_temp = 1.  Evi
 (c_reg = c_train = c_prior = 1, c_comb = 0), so the ``joint`` strategy solves the bilevel problem
 exactly (METHOD.md section 4): ELBO maximisation over q(W, Gamma), A, m and beta, 6000 Adam steps
 (step size 0.02, decaying geometrically to 0.002 from the end of the warm-up on, see
-:class:`GeometricLR`).
+:func:`geometric_lr`).
 Each search runs two restarts, one with a structure warm-up and one without (see
 :func:`build_search`), and keeps the one with the best final ELBO (:func:`bnas_pyro.run_restarts`;
 METHOD.md section 3).
@@ -60,7 +60,7 @@ from torch import Tensor
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, run_restarts
 from bnas_pyro.guides import MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
-from bnas_pyro.restarts import RestartReport
+from bnas_pyro.search.restarts import RestartReport
 
 DEGREES = tuple(range(6))
 EDGE = "x->y"
@@ -103,23 +103,21 @@ def design_matrix(x: np.ndarray, degree: int, basis: str = "legendre") -> np.nda
                      for k in range(degree + 1)], axis=-1)
 
 
-class GeometricLR:
-    """A search callback: both step sizes stay at ``start`` for the first ``begin`` fraction of the
-    run, then decay geometrically to ``end``.  The final ELBOs are what the restarts are compared
-    by, so the last steps must average out the Monte Carlo noise of the gradient (and, in the
-    monomial basis, converge along the ill-conditioned directions of x^5, which reaches 32 on
-    [-2, 2])."""
+def geometric_lr(start: float, end: float, begin: float = 0.0):
+    """The search's step-size schedule (``BilevelSearch(lr_schedule=...)``): both step sizes stay at
+    ``start`` for the first ``begin`` fraction of the run, then decay geometrically to ``end``.
+    The final ELBOs are what the restarts are compared by, so the last steps must average out the
+    Monte Carlo noise of the gradient (and, in the monomial basis, converge along the
+    ill-conditioned directions of x^5, which reaches 32 on [-2, 2]).  Returns
+    ``factor(step, num_steps)``, the multiplier of the search's ``lr`` (= ``start``)."""
+    start, end, begin = float(start), float(end), float(begin)
 
-    def __init__(self, start: float, end: float, begin: float = 0.0):
-        self.start, self.end, self.begin = float(start), float(end), float(begin)
+    def factor(step: int, num_steps: int) -> float:
+        p = step / max(num_steps, 1)
+        p = max(p - begin, 0.0) / (1.0 - begin)
+        return (end / start) ** p
 
-    def __call__(self, search: BilevelSearch, record) -> None:
-        p = (record.step + 1) / max(search.outer_steps, 1)
-        p = max(p - self.begin, 0.0) / (1.0 - self.begin)
-        lr = self.start * (self.end / self.start) ** p
-        for optimizer in (search.inner_optimizer, search.hyper_optimizer):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    return factor
 
 
 class StructureWarmup:
@@ -168,13 +166,11 @@ def build_search(seed: int, *, steps: int = 6000, c_temp: float = 1.0, lr: float
                                  generator=torch.Generator().manual_seed(seed))
     guide = MeanFieldGuide(model, init_scale=0.05, init_loc=init_loc)
     warmup = warmups[seed % len(warmups)]
-    callbacks = [GeometricLR(lr, final_lr, begin=warmup)]
-    if warmup > 0:
-        callbacks.append(StructureWarmup(warmup))
+    callbacks = [StructureWarmup(warmup)] if warmup > 0 else []
     return BilevelSearch(model, guide, Coefficients(c_temp=c_temp), "joint", inner_steps=10,
                          outer_steps=max(steps // 10, 1), lr=lr, hyper_lr=lr,
                          num_particles=num_particles, seed=seed, progress=False,
-                         callbacks=callbacks)
+                         lr_schedule=geometric_lr(lr, final_lr, begin=warmup), callbacks=callbacks)
 
 
 def search_degree(seed: int, restarts: int = 2, steps: int = 6000, processes: int = 1,
@@ -217,7 +213,7 @@ def closed_form_evidences(x: Tensor, y: Tensor, basis: str = "legendre") -> list
 
 
 def closed_form_best(seed: int, basis: str = "legendre") -> tuple[int, list[float]]:
-    """(the degree of highest closed-form evidence, log evidence per degree) for seed's data."""
+    """(the degree of highest closed-form evidence, log evidence per degree) for the data of seed ``seed``."""
     evidences = closed_form_evidences(*make_data(seed), basis=basis)
     return int(np.argmax(evidences)), evidences
 

@@ -2,7 +2,7 @@
 
 Any callable with the model's signature ``guide(x, y=None, num_data=None)`` that samples the same
 sites ("weights" and one "gamma[EDGE]" per edge with a choice) is a guide.  Here the model is the
-seed's polynomial example (which degree, 0..5, explains y = x^3 - x + noise?).
+the source talk's polynomial example (which degree, 0..5, explains y = x^3 - x + noise?).
 
     python examples/swap_guide.py
 """
@@ -16,7 +16,7 @@ from pyro.infer.autoguide import AutoGuideList, AutoNormal
 from bnas_pyro import Coefficients, SearchSpace, estimate_elbo, fit
 from bnas_pyro.guides import ConcreteStructureGuide, DeltaGuide, FullRankGuide, MeanFieldGuide
 from bnas_pyro.models import WEIGHT_SITE, BayesianSupernet, NormalLikelihood
-from bnas_pyro.result import edge_probabilities
+from bnas_pyro.analysis.result import edge_probabilities
 
 
 def make_data(seed: int = 0):

@@ -130,7 +130,7 @@ class MultistartGuide(nn.Module):
     (or by :meth:`optimizer_factory` inside an ``InnerLoop``).  Gradients of the ELBO with respect
     to h hold the trajectory (W^r_tau, S_tau) fixed.
 
-    :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.bilevel.BilevelSearch` (strategies
+    :class:`~bnas_pyro.InnerLoop` and :class:`~bnas_pyro.search.bilevel.BilevelSearch` (strategies
     ``joint``, ``greedy``, ``hoag``, ``random``) wrap their optimiser of theta through
     :meth:`wrap_optimizer`, so every inner step also takes one descent step on the restarts.
     ``unrolled`` and ``drmad`` differentiate through their own gradient ascent on

@@ -6,15 +6,13 @@ Pyro scales the log-likelihood by num_data / batch: an unbiased estimate of the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .supernet_model import BayesianSupernet
+from .protocol import SupernetModel
 
 OBS_SITE = "obs"
 
@@ -26,13 +24,13 @@ class Likelihood:
     noise_precision: float | None = None
     learn_noise_precision: bool = False
 
-    def distribution(self, model: "BayesianSupernet", f: Tensor) -> dist.Distribution:
+    def distribution(self, model: SupernetModel, f: Tensor) -> dist.Distribution:
         raise NotImplementedError
 
     def check_targets(self, y: Tensor, output_size) -> None:
         """Raise a clear error for targets this likelihood cannot explain."""
 
-    def __call__(self, model: "BayesianSupernet", f: Tensor, y: Tensor | None,
+    def __call__(self, model: SupernetModel, f: Tensor, y: Tensor | None,
                  num_data: int | None = None) -> Tensor:
         batch = f.shape[0]
         size = batch if num_data is None else int(num_data)
@@ -40,7 +38,7 @@ class Likelihood:
         with pyro.plate("data", size=size, subsample=subsample):
             return pyro.sample(OBS_SITE, self.distribution(model, f), obs=y)
 
-    def log_prob(self, model: "BayesianSupernet", f: Tensor, y: Tensor) -> Tensor:
+    def log_prob(self, model: SupernetModel, f: Tensor, y: Tensor) -> Tensor:
         """Pointwise log p(y_i | f(x_i)), shape ``(batch,)``."""
         return self.distribution(model, f).log_prob(y)
 

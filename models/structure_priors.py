@@ -14,7 +14,6 @@ at t = 0.05).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -22,8 +21,7 @@ from torch import Tensor
 
 from bnas_pyro.distributions import ExpRelaxedCategorical
 
-if TYPE_CHECKING:
-    from .supernet_model import BayesianSupernet
+from .protocol import SupernetModel
 
 #: marks structure sites for the objectives (KL(q(Gamma) || p(Gamma|h)) is reported apart)
 STRUCTURE_ROLE = {"bnas_role": "structure"}
@@ -67,7 +65,7 @@ class ConcreteStructurePrior:
     ``temperature`` attribute (c_temp), so a schedule can anneal it.
     """
 
-    def __call__(self, model: "BayesianSupernet") -> list[Tensor | None]:
+    def __call__(self, model: SupernetModel) -> list[Tensor | None]:
         t = model.temperature
         log_gammas: list[Tensor | None] = []
         for e, edge in enumerate(model.space.edges):
@@ -79,7 +77,7 @@ class ConcreteStructurePrior:
                                           infer=dict(STRUCTURE_ROLE)))
         return log_gammas
 
-    def distributions(self, model: "BayesianSupernet") -> dict[str, ExpRelaxedCategorical]:
+    def distributions(self, model: SupernetModel) -> dict[str, ExpRelaxedCategorical]:
         """The per-edge prior distributions (log space), keyed by site name."""
         return {structure_site(edge.name): concrete(model.hyper.logits(e), model.temperature)
                 for e, edge in enumerate(model.space.edges) if len(edge) > 1}

@@ -93,8 +93,7 @@ class BayesianSupernet(PyroModule):
     # ------------------------------------------------------------------ checks
     def check_data(self, x: Tensor, y: Tensor | None = None) -> None:
         """Clear errors for data the model cannot take: shapes, NaN / inf, label range."""
-        in_size = self.space.nodes[self.space.input]
-        in_shape = in_size if isinstance(in_size, tuple) else (in_size,)
+        in_shape = self.space.input_shape
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != tuple(in_shape):

@@ -11,7 +11,7 @@ site instead of one per tensor keeps Pyro's per-site overhead out of the SVI ste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -20,13 +20,12 @@ from torch import Tensor
 
 from bnas_pyro.distributions import StructureScaledNormal
 
-if TYPE_CHECKING:
-    from .supernet_model import BayesianSupernet
+from .protocol import SupernetModel
 
 WEIGHT_SITE = "weights"
 
 
-def log_gamma_per_parameter(model: "BayesianSupernet", log_gammas: Sequence[Tensor | None]) -> Tensor:
+def log_gamma_per_parameter(model: SupernetModel, log_gammas: Sequence[Tensor | None]) -> Tensor:
     """log gamma of the primitive each scalar weight belongs to, shape ``(num_parameters,)``."""
     pieces = [lg if lg is not None else model.hyper.logits(e).new_zeros(1)
               for e, lg in enumerate(log_gammas)]
@@ -55,17 +54,17 @@ class GaussianWeightPrior:
     def requires_structure_coupled_guide(self) -> bool:
         return self.scaled
 
-    def distribution(self, model: "BayesianSupernet", log_gammas: Sequence[Tensor | None]):
+    def distribution(self, model: SupernetModel, log_gammas: Sequence[Tensor | None]):
         scale = model.hyper.precision_per_parameter().rsqrt()
         if self.scaled:
             return StructureScaledNormal(torch.zeros_like(scale), scale,
                                          log_gamma_per_parameter(model, log_gammas))
         return dist.Normal(torch.zeros_like(scale), scale).to_event(1)
 
-    def __call__(self, model: "BayesianSupernet", log_gammas: Sequence[Tensor | None]) -> Tensor:
+    def __call__(self, model: SupernetModel, log_gammas: Sequence[Tensor | None]) -> Tensor:
         return pyro.sample(WEIGHT_SITE, self.distribution(model, log_gammas))
 
-    def log_hyperprior(self, model: "BayesianSupernet") -> Tensor:
+    def log_hyperprior(self, model: SupernetModel) -> Tensor:
         """log p(h) for the precision part of h (0 without a hyperprior)."""
         log_A = model.hyper.log_precision
         if self.hyperprior is None:

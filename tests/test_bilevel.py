@@ -1,4 +1,4 @@
-"""The outer loop: every strategy by name, checkpoint and resume (issue 3)."""
+"""The outer loop: every strategy by name, checkpoint and resume."""
 
 from __future__ import annotations
 

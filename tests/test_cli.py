@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from bnas_pyro.cli import main
-from bnas_pyro.config import default_config, load_config
-from bnas_pyro.run_directory import RUN_FILES
+from bnas_pyro.app.cli import main
+from bnas_pyro.app.config import default_config, load_config
+from bnas_pyro.app.run_directory import RUN_FILES
 
 TINY = {
     "seed": 1,
@@ -64,34 +64,27 @@ def test_result_json_contents(run):
         p = probs[e.name]
         assert abs(sum(p) - 1) < 1e-5
         assert r["structure"][e.name] == e.labels[int(np.argmax(p))]
-    assert math.isclose(r["structure_probability"], math.prod(max(p) for p in probs.values()),
+    assert math.isclose(r["probability"], math.prod(max(p) for p in probs.values()),
                         rel_tol=1e-9)
-    top = r["top_k"]
+    top = r["top_structures"]
     assert 1 <= len(top) <= 3 and top[0]["structure"] == r["structure"]
     assert all(a["probability"] >= b["probability"] for a, b in zip(top, top[1:]))
-    m = r["metrics"]
-    import importlib.util
-
+    m = r["analysis"]["metrics"]
     keys = ["test_accuracy", "test_nll", "test_ece", "elbo", "wall_time", "supernet_test_accuracy",
-            "elpd_loo"]
-    if importlib.util.find_spec("bnas_pyro.complexity") is not None:  # issue 4's measures
-        keys += ["c_param", "c_struct"]
-    else:
-        assert m["c_param"] is None and m["c_struct"] is None
+            "elpd_loo", "c_param", "c_struct"]
     for key in keys:
         assert m[key] is not None and math.isfinite(m[key]), key
     assert 0.8 <= m["test_accuracy"] <= 1.0  # wine: even a linear model gets ~0.97
     assert 0 < m["test_nll"] < 1.0 and 0 <= m["test_ece"] <= 1
     assert m["elbo"] < 0
-    if m["c_param"] is not None:
-        assert m["c_param"] >= 0
-        assert 0 <= m["c_struct"] <= math.log(r["num_structures"]) + 1e-6
+    assert m["c_param"] >= 0
+    assert 0 <= m["c_struct"] <= math.log(r["num_structures"]) + 1e-6
     assert m["wall_time"] >= m["search_wall_time"] > 0
-    assert r["data"]["sizes"] == {"train": 106, "val": 36, "test": 36}
+    assert r["analysis"]["data"]["sizes"] == {"train": 106, "val": 36, "test": 36}
     # one history record per outer step (one epoch each: 106 rows in batches of 64 = 2 steps)
     assert [h["step"] for h in r["history"]] == list(range(6))
     assert all("elbo" in h["extra"] and "val_acc" in h["extra"] for h in r["history"])
-    rho = r["rho_histogram"]
+    rho = r["analysis"]["rho_histogram"]
     assert len(rho["counts"]) == len(rho["bin_edges"]) - 1
     from bnas_pyro.supernet import ParameterLayout
 
@@ -114,19 +107,14 @@ def test_checkpoint_network_and_posterior_files_are_usable(run):
     d = load_dataset("wine", seed=1)
     with torch.no_grad():
         acc = float((net(d.x_test).argmax(-1) == d.y_test).double().mean())
-    assert math.isclose(acc, r["metrics"]["test_accuracy"], abs_tol=1e-12)
-    # with SearchResult.derive (bnas_pyro.export) the network is also written as JSON
-    import importlib.util
+    assert math.isclose(acc, r["analysis"]["metrics"]["test_accuracy"], abs_tol=1e-12)
+    # the network is also written as JSON (bnas_pyro.analysis.export), and reloads exactly
+    from bnas_pyro.analysis.export import load_network
 
-    has_export = importlib.util.find_spec("bnas_pyro.export") is not None
-    assert (out / "network.json").exists() == has_export
-    if has_export:
-        from bnas_pyro.export import load_network
-
-        again = load_network(out / "network.json")
-        with torch.no_grad():
-            assert torch.equal(again(d.x_test), net(d.x_test))
-    from bnas_pyro import posterior as post
+    again = load_network(out / "network.json")
+    with torch.no_grad():
+        assert torch.equal(again(d.x_test), net(d.x_test))
+    from bnas_pyro.analysis import arviz_data as post
 
     idata = post.load(out / "posterior.nc")
     assert idata.log_likelihood["obs"].shape == (2, 20, 106)
@@ -154,7 +142,7 @@ def test_same_config_same_result(run, tmp_path):
     b = json.loads((again / "result.json").read_text())
     assert a["edge_probabilities"] == b["edge_probabilities"]
     for key in ("test_accuracy", "test_nll", "supernet_test_nll", "elbo", "elpd_loo"):
-        assert a["metrics"][key] == b["metrics"][key], key
+        assert a["analysis"]["metrics"][key] == b["analysis"]["metrics"][key], key
 
 
 def test_config_errors_exit_2_naming_the_key(tmp_path, capsys):
@@ -210,11 +198,25 @@ def test_dtype_follows_the_config(tmp_path):
     assert not (out / "training.png").exists()
 
 
-def test_enumerate_mode_through_the_cli(tmp_path, capsys):
-    from bnas_pyro.config import available_modes
+def _structure_of_checkpoint(run_dir):
+    """The structure of the search state in ``run_dir/checkpoint.pt``, loaded by the resume path
+    (``BilevelSearch.load_state_dict``) into a search built afresh from the run's config.yaml."""
+    from bnas_pyro.app.builders import build_parts
+    from bnas_pyro.app.config import load_config
+    from bnas_pyro.app.drivers import make_search
+    from bnas_pyro.search.checkpoint import load_checkpoint
 
-    if "enumerate" not in available_modes():
-        pytest.skip("bnas_pyro.schedules has no enumerate mode (issue 4)")
+    parts = build_parts(load_config(run_dir / "config.yaml"))
+    search = make_search(parts.config, parts.model, parts.guide, parts.mode, parts.strategy,
+                         parts.inner_steps, parts.outer_steps, None, False, [])
+    search.prepare(parts.data.x_train, parts.data.y_train)
+    state = load_checkpoint(run_dir)
+    search.load_state_dict(state)
+    assert search.step == len(state["history"]) == parts.outer_steps
+    return search.run(parts.data.x_train, parts.data.y_train).structure
+
+
+def test_enumerate_mode_through_the_cli(tmp_path, capsys):
     base = ["search", "-q", "--set", "data.name=wine", "--set", "space.options={hidden: 4}",
             "--set", "search.mode=enumerate", "--set", "search.epochs=3", "--set", "retrain.epochs=2",
             "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
@@ -225,12 +227,12 @@ def test_enumerate_mode_through_the_cli(tmp_path, capsys):
     out = tmp_path / "enum"
     assert main(base + ["--set", "search.mode_options={num_runs: 2}", "--out", str(out)]) == 0
     r = json.loads((out / "result.json").read_text())
-    e = r["enumeration"]
+    e = r["info"]["enumeration"]
     assert len(e["structures"]) == len(e["elbos"]) == 2
     assert e["chosen_run"] == int(np.argmax(e["elbos"]))
     assert r["structure"] == e["structures"][e["chosen_run"]]
-    assert r["mode"] == "enumerate" and r["strategy"] == "joint"
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["run"] == e["chosen_run"]
+    assert r["analysis"]["mode"] == "enumerate" and r["info"]["strategy"] == "joint"
+    assert _structure_of_checkpoint(out) == r["structure"]
 
 
 def test_regression_run_reports_rmse_in_original_units(tmp_path):
@@ -241,7 +243,7 @@ def test_regression_run_reports_rmse_in_original_units(tmp_path):
             "--set", "analysis.predictive_draws=10", "--set", "analysis.plots=false"]
     assert main(args) == 0
     r = json.loads((out / "result.json").read_text())
-    m = r["metrics"]
+    m = r["analysis"]["metrics"]
     assert "test_accuracy" not in m and "test_ece" not in m
     from bnas_pyro.data import load_dataset
 
@@ -252,11 +254,10 @@ def test_regression_run_reports_rmse_in_original_units(tmp_path):
     assert 40 < m["test_rmse"] < 0.95 * baseline
     assert 40 < m["supernet_test_rmse"] < baseline
     assert math.isfinite(m["test_nll"]) and 4 < m["test_nll"] < 7  # nats, original units
-    assert r["validation_metric"] == "val_rmse"
+    assert r["analysis"]["validation_metric"] == "val_rmse"
 
 
 def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
-    pytest.importorskip("bnas_pyro.restarts")
     out = tmp_path / "restarts"
     args = ["search", "-q", "--out", str(out), "--set", "data.name=wine",
             "--set", "space.options={hidden: 4}", "--set", "search.epochs=4",
@@ -264,19 +265,18 @@ def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
             "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
     assert main(args) == 0
     r = json.loads((out / "result.json").read_text())
-    records = r["restarts"]["records"]
+    records = r["info"]["restarts"]
     assert [rec["seed"] for rec in records] == [0, 1, 2]
-    best = r["restarts"]["best_index"]
+    best = r["info"]["best_restart"]
     assert best == int(np.argmax([rec["elbo"] for rec in records]))
     assert r["structure"] == records[best]["structure"]
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["restart"] == best
+    assert _structure_of_checkpoint(out) == r["structure"]
     assert "kept restart" in capsys.readouterr().out
     # one split for all restarts: the test split's size is the run's
-    assert r["data"]["sizes"]["test"] == 36
+    assert r["analysis"]["data"]["sizes"]["test"] == 36
 
 
 def test_posterior_mean_init_saves_the_derived_network(tmp_path):
-    pytest.importorskip("bnas_pyro.export")
     out = tmp_path / "pm"
     args = ["search", "-q", "--out", str(out), "--set", "data.name=wine", "--set", "seed=2",
             "--set", "space.options={hidden: 4}", "--set", "search.epochs=3",
@@ -284,8 +284,8 @@ def test_posterior_mean_init_saves_the_derived_network(tmp_path):
             "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
             "--set", "analysis.plots=false"]
     assert main(args) == 0
-    from bnas_pyro.result import SearchResult
-    from bnas_pyro.runner import build_data, build_guide, build_model, build_search_space
+    from bnas_pyro.analysis.result import SearchResult
+    from bnas_pyro.app.builders import build_data, build_guide, build_model, build_search_space
 
     config = load_config(out / "config.yaml")
     data = build_data(config)
@@ -299,4 +299,4 @@ def test_posterior_mean_init_saves_the_derived_network(tmp_path):
     saved = torch.load(out / "network.pt", weights_only=False)["module"]
     with torch.no_grad():
         assert torch.allclose(saved(data.x_test), expected(data.x_test), atol=1e-6)
-    assert r["derived"]["init"] == "posterior_mean"
+    assert r["analysis"]["derived"]["init"] == "posterior_mean"

@@ -1,4 +1,4 @@
-"""Complexity measures (METHOD.md section 4) and the seed's claims about them (issue 4).
+"""Complexity measures (METHOD.md section 4) and the source talk's claims about them.
 
 C_param's closed form is checked against a brute-force minimum over the precision of the analytic
 Gaussian KL (METHOD.md section 3), C_struct's differential kind against numerical integration of
@@ -13,13 +13,13 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
-from bnas_pyro.complexity import (informative_parameters, optimal_precision, parameter_kl,
+from bnas_pyro.analysis.complexity import (informative_parameters, optimal_precision, parameter_kl,
                                   parametric_complexity, prune_mask, relative_density,
                                   structural_complexity)
 from bnas_pyro.guides import FullRankGuide, MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood, concrete_log_density
 from bnas_pyro.models.weight_priors import GaussianWeightPrior
-from bnas_pyro.result import SearchResult
+from bnas_pyro.analysis.result import SearchResult
 
 POLY = [{"name": "poly", "degree": d} for d in range(4)]
 

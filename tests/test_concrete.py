@@ -1,4 +1,4 @@
-"""The Concrete structure prior: density formula and a zero Monte Carlo KL (issue 2, METHOD.md section 2)."""
+"""The Concrete structure prior: density formula and a zero Monte Carlo KL (METHOD.md section 2)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Joint ELBO maximisation over (q, A, beta) recovers scikit-learn's BayesianRidge (issue 2)."""
+"""Joint ELBO maximisation over (q, A, beta) recovers scikit-learn's BayesianRidge."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The optimised ELBO against closed-form Bayesian linear regression (issue 2, METHOD.md section 3)."""
+"""The optimised ELBO against closed-form Bayesian linear regression (METHOD.md section 3)."""
 
 import numpy as np
 import pytest

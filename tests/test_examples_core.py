@@ -1,4 +1,4 @@
-"""The issue-2 examples run and reach the answer closed-form evidence gives (degree 3)."""
+"""The custom-prior and swapped-guide examples run and reach the answer closed-form evidence gives (degree 3)."""
 
 import sys
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""The derived architecture and its JSON (issue 4): SearchResult.select / derive / top_structures /
-to_json and bnas_pyro.export.
+"""The derived architecture and its JSON: SearchResult.select / derive / top_structures /
+to_json and bnas_pyro.analysis.export.
 
 The reference for every prediction is the supernet itself (METHOD.md section 1) evaluated at the
 posterior means E_q[W] and at gamma = the one-hot vectors of the chosen structure.
@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, load_network, register_primitive
-from bnas_pyro.export import network_from_dict, network_to_dict
+from bnas_pyro.analysis.export import network_from_dict, network_to_dict
 from bnas_pyro.guides import MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 from bnas_pyro.primitives import available_primitives
-from bnas_pyro.result import SearchResult, top_products
+from bnas_pyro.analysis.result import SearchResult, top_products
 
 if "test_mlp2" not in available_primitives():
     # an nn.Module primitive (its parameter names contain dots: "0.weight")

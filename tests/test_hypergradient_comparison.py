@@ -1,6 +1,6 @@
 """The Annals of OR comparison (METHOD.md section 6), reduced; the full table is ``slow``.
 
-Pass criteria (issue 3): in every seed each gradient method's best Q (the ELBO) beats random
+Pass criteria: in every seed each gradient method's best Q (the ELBO) beats random
 search's, and the gradient methods' mean test RMSE is below random search's.
 """
 

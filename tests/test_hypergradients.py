@@ -1,4 +1,4 @@
-"""Hypergradients against finite differences, and the evidence theorem (issue 3, METHOD.md 4-5).
+"""Hypergradients against finite differences, and the evidence theorem (METHOD.md sections 4-5).
 
 Problem: Bayesian linear regression y = X w + eps, eps ~ N(0, 1/beta) with beta = 4 fixed, one
 shared log-precision hyperparameter h = log A (a one-edge ``SearchSpace`` with a single
@@ -23,7 +23,7 @@ from pyro import poutine
 from scipy.optimize import minimize
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
-from bnas_pyro.checkpoint import RandomState
+from bnas_pyro.random_state import RandomState
 from bnas_pyro.guides import DeltaGuide, MeanFieldGuide
 from bnas_pyro.hypergradients import HoagStrategy, conjugate_gradient
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood

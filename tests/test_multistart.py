@@ -1,4 +1,4 @@
-"""The multistart guide (issue 6, METHOD.md section 3) against closed-form Bayesian linear regression.
+"""The multistart guide (METHOD.md section 3) against closed-form Bayesian linear regression.
 
 For y = Phi w + eps, w ~ N(0, A^{-1} I), eps ~ N(0, b_n^{-1} I) the loss -log p(y, w) is quadratic with
 Hessian H = A I + b_n Phi^T Phi everywhere, gradient descent is the affine map
@@ -309,7 +309,7 @@ def test_evidence_example_runs_reduced():
 
 def test_plugs_into_bilevel_search(small_blr):
     """BilevelSearch wraps its inner optimiser through the guide's hook: each inner step is a descent step."""
-    from bnas_pyro import bilevel
+    from bnas_pyro.search import bilevel
     from bnas_pyro.guides.multistart import MultistartOptimizer
 
     model, guide, x_t, y_t, phi, y = small_blr

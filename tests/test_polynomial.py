@@ -1,4 +1,4 @@
-"""The seed's polynomial example (METHOD.md section 6; examples/polynomial_degree.py).
+"""The source talk's polynomial example (METHOD.md section 6; examples/polynomial_degree.py).
 
 The answer is not made up: for each seed's data, the degree whose Bayesian linear regression has
 the highest evidence with its own type-II ML (A, beta), from tests/closed_form.py.

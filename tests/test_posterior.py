@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
-from bnas_pyro import posterior as post
+from bnas_pyro.analysis import arviz_data as post
 from bnas_pyro.data import load_dataset
 from bnas_pyro.guides import DeltaGuide, MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, SearchSpaceError, build_primitive
-from bnas_pyro.baselines import (DartsSearch, PointSupernet, collapse_statistics, discrete_network,
+from bnas_pyro.search.darts import (DartsSearch, PointSupernet, collapse_statistics, discrete_network,
                                  train_network)
 from bnas_pyro.data import load_dataset
 from bnas_pyro.guides import MeanFieldGuide

@@ -1,4 +1,4 @@
-"""200 SVI steps at temperatures from 10 to 0.05 stay finite (issue 2, METHOD.md sections 2-3)."""
+"""200 SVI steps at temperatures from 10 to 0.05 stay finite (METHOD.md sections 2-3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The supernet forward pass, dtype/device following and seeded reproducibility (issue 2)."""
+"""The supernet forward pass, dtype/device following and seeded reproducibility."""
 
 import torch
 

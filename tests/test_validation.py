@@ -1,4 +1,4 @@
-"""Bad input gets a clear error naming the culprit (issue 2)."""
+"""Bad input gets a clear error naming the culprit."""
 
 import json
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import GradientStrategy, HypergradientEstimate, HypergradientStrategy, OuterStepInfo
+from .base import (Batch, GradientStrategy, HypergradientEstimate, HypergradientStrategy,
+                   OuterStepInfo, SearchState)
 from .drmad import DrMADStrategy
 from .greedy import GreedyStrategy
 from .hoag import CGResult, HoagStrategy, conjugate_gradient
@@ -54,7 +55,7 @@ def get_strategy(spec: "str | HypergradientStrategy", **options) -> Hypergradien
     return factory(**options)
 
 
-__all__ = ["CGResult", "DrMADStrategy", "GradientStrategy", "GreedyStrategy", "HoagStrategy",
+__all__ = ["Batch", "CGResult", "DrMADStrategy", "GradientStrategy", "GreedyStrategy", "HoagStrategy",
            "HypergradientEstimate", "HypergradientStrategy", "JointStrategy", "OuterStepInfo",
-           "RandomSearchStrategy", "UnrolledStrategy", "available_strategies",
+           "RandomSearchStrategy", "SearchState", "UnrolledStrategy", "available_strategies",
            "conjugate_gradient", "get_strategy", "register_strategy"]

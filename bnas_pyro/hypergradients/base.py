@@ -1,6 +1,6 @@
 """The interface every hypergradient strategy implements (METHOD.md section 5).
 
-A strategy performs one *outer step* of :class:`~bnas_pyro.bilevel.BilevelSearch`: it runs the
+A strategy performs one *outer step* of :class:`~bnas_pyro.search.bilevel.BilevelSearch`: it runs the
 inner steps T^eta on theta (however it needs to: with the search's optimiser, or unrolled) and
 moves h = (log A, m) along its estimate of d Q(T^eta(theta_0, h), h) / d h.  Strategies are
 interchangeable by name (:func:`bnas_pyro.hypergradients.get_strategy`) and each is testable
@@ -16,19 +16,78 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from bnas_pyro.bilevel import BilevelSearch
+#: a minibatch as the search hands it out: ``(x, y, num_data)``, num_data the size of the data
+#: set the likelihood is scaled to
+Batch = tuple[Tensor, "Tensor | None", int]
+
+
+@runtime_checkable
+class SearchState(Protocol):
+    """What a strategy may use of the search it steps (implemented by
+    :class:`~bnas_pyro.search.bilevel.BilevelSearch`).
+
+    Attributes: ``model`` (h = ``model.hyper``), ``guide`` (theta), ``coefficients`` (of the
+    current outer step), ``inner_steps`` (eta), ``lr`` (the inner step size), ``inner_optimizer``
+    and ``hyper_optimizer``.  ``theta`` may be any dict of tensors with the guide's parameter
+    names, e.g. unrolled, differentiable functions of h: the guide is then evaluated at it.
+    """
+
+    model: Any
+    guide: Any
+    coefficients: Any
+    inner_steps: int
+    lr: float
+    inner_optimizer: Any
+    hyper_optimizer: Any
+
+    def theta(self) -> dict[str, Tensor]:
+        """The guide's trainable parameters by name."""
+
+    def hyper_names(self) -> list[str]:
+        """The names (in ``model.hyper``) of the hyperparameters the search moves."""
+
+    def hyper_parameters(self) -> list[Tensor]:
+        """The hyperparameters h the search moves, in the order of :meth:`hyper_names`."""
+
+    def next_batch(self) -> Batch:
+        """The next training minibatch."""
+
+    def terms(self, theta: Mapping[str, Tensor] | None = None, batch: Batch | None = None) -> Any:
+        """The ElboTerms at theta on a batch (the search's particles and fixed noise)."""
+
+    def inner_objective(self, theta: Mapping[str, Tensor] | None = None,
+                        batch: Batch | None = None) -> Tensor:
+        """L(theta, h) on a batch."""
+
+    def outer_objective(self, theta: Mapping[str, Tensor] | None = None,
+                        batch: Batch | None = None) -> Tensor:
+        """Q(theta, h) on a batch (or on the validation split)."""
+
+    def hyper_terms(self) -> Tensor:
+        """The parts of Q that depend on h alone."""
+
+    def run_inner_steps(self, num_steps: int) -> float:
+        """Optimiser steps on theta at fixed h; the last L."""
+
+    def apply_hypergradient(self, grads: Sequence[Tensor | None]) -> None:
+        """One optimiser step on h along dQ/dh."""
+
+    def project_hyper(self) -> None:
+        """Clamp h onto the search's bounds."""
+
+    def evaluate_outer(self) -> float:
+        """Q at the current (theta, h), without gradients."""
 
 
 @dataclass
 class OuterStepInfo:
     """What one outer step reports: the last inner objective L, the outer objective Q, and
-    strategy-specific numbers (stored in the :class:`~bnas_pyro.result.OuterRecord`'s ``extra``)."""
+    strategy-specific numbers (stored in the :class:`~bnas_pyro.analysis.result.OuterRecord`'s ``extra``)."""
 
     L: float
     Q: float
@@ -56,7 +115,7 @@ class HypergradientStrategy(ABC):
     inner_operator: ClassVar[str | None] = None
 
     @abstractmethod
-    def outer_step(self, search: "BilevelSearch") -> OuterStepInfo:
+    def outer_step(self, search: "SearchState") -> OuterStepInfo:
         """Advance theta by the inner steps and h by one hyper-step; report (L, Q)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -71,10 +130,10 @@ class GradientStrategy(HypergradientStrategy):
     """A strategy that estimates dQ/dh and takes one optimiser step along it."""
 
     @abstractmethod
-    def hypergradient(self, search: "BilevelSearch") -> HypergradientEstimate:
+    def hypergradient(self, search: "SearchState") -> HypergradientEstimate:
         """Run the inner steps and return the estimate of dQ/dh (h is not moved)."""
 
-    def outer_step(self, search: "BilevelSearch") -> OuterStepInfo:
+    def outer_step(self, search: "SearchState") -> OuterStepInfo:
         estimate = self.hypergradient(search)
         search.apply_hypergradient(estimate.grads)
         return OuterStepInfo(L=estimate.L, Q=estimate.Q, extra=dict(estimate.extra))

@@ -36,7 +36,7 @@ random states and minibatch references.
 
 from __future__ import annotations
 
-from .base import GradientStrategy, HypergradientEstimate
+from .base import GradientStrategy, HypergradientEstimate, SearchState
 from .sgd_unroll import outer_gradients, reverse_mode, sgd_forward
 
 
@@ -53,7 +53,7 @@ class DrMADStrategy(GradientStrategy):
     def __init__(self, step_size: float | None = None):
         self.step_size = step_size
 
-    def hypergradient(self, search) -> HypergradientEstimate:
+    def hypergradient(self, search: SearchState) -> HypergradientEstimate:
         beta = self.step_size if self.step_size is not None else search.lr
         run = sgd_forward(search, search.inner_steps, beta, keep_trajectory=False)
         theta_eta = [p.detach().clone() for p in search.theta().values()]

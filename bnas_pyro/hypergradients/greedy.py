@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import GradientStrategy, HypergradientEstimate, grads_or_none, grads_or_zeros
+from .base import (GradientStrategy, HypergradientEstimate, SearchState, grads_or_none,
+                   grads_or_zeros)
 
 
 class GreedyStrategy(GradientStrategy):
@@ -55,7 +56,7 @@ class GreedyStrategy(GradientStrategy):
     def __init__(self, step_size: float | None = None):
         self.step_size = step_size
 
-    def hypergradient(self, search) -> HypergradientEstimate:
+    def hypergradient(self, search: SearchState) -> HypergradientEstimate:
         L = search.run_inner_steps(search.inner_steps)
         beta = self.step_size if self.step_size is not None else search.lr
         theta = search.theta()

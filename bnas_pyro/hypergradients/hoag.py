@@ -42,7 +42,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .base import GradientStrategy, HypergradientEstimate, add_grads, dot, grads_or_none, grads_or_zeros
+from .base import (GradientStrategy, HypergradientEstimate, SearchState, add_grads, dot,
+                   grads_or_none, grads_or_zeros)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class HoagStrategy(GradientStrategy):
         self.tolerance = max(self.initial_tolerance, self.min_tolerance)
         self.solution: Tensor | None = None
 
-    def hypergradient(self, search) -> HypergradientEstimate:
+    def hypergradient(self, search: SearchState) -> HypergradientEstimate:
         L_last = search.run_inner_steps(search.inner_steps)
         params = list(search.theta().values())
         hyper = search.hyper_parameters()

@@ -16,13 +16,13 @@ the precisions, so ``joint`` always uses the training-batch form above.
 
 from __future__ import annotations
 
-from .base import HypergradientStrategy, OuterStepInfo, grads_or_none, grads_or_zeros
+from .base import HypergradientStrategy, OuterStepInfo, SearchState, grads_or_none, grads_or_zeros
 
 
 class JointStrategy(HypergradientStrategy):
     name = "joint"
 
-    def outer_step(self, search) -> OuterStepInfo:
+    def outer_step(self, search: SearchState) -> OuterStepInfo:
         L = float("nan")
         c = search.coefficients
         for _ in range(search.inner_steps):

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .base import HypergradientStrategy, OuterStepInfo
+from .base import HypergradientStrategy, OuterStepInfo, SearchState
 
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "log_precision": (-2.0, 10.0),
@@ -60,7 +60,7 @@ class RandomSearchStrategy(HypergradientStrategy):
     def _draw(self, search) -> None:
         named = dict(search.model.hyper.named_parameters())
         with torch.no_grad():
-            for name in search._hyper_names:
+            for name in search.hyper_names():
                 if name not in self.ranges:
                     raise ValueError(f"random search has no range for hyperparameter {name!r}; "
                                      f"pass ranges={{{name!r}: (low, high)}}")
@@ -70,7 +70,7 @@ class RandomSearchStrategy(HypergradientStrategy):
                 p.copy_((low + (high - low) * u).to(p))
         search.project_hyper()
 
-    def outer_step(self, search) -> OuterStepInfo:
+    def outer_step(self, search: SearchState) -> OuterStepInfo:
         if self.initial is None:
             self.initial = {"guide": _clone(search.guide.state_dict()),
                             "optimizer": _clone(search.inner_optimizer.state_dict())}

@@ -25,24 +25,21 @@ of the forward pass and the run's random stream is left where the forward pass l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from bnas_pyro.checkpoint import RandomState
+from bnas_pyro.random_state import RandomState
 
-from .base import add_grads, dot, grads_or_none, grads_or_zeros
-
-if TYPE_CHECKING:
-    from bnas_pyro.bilevel import Batch, BilevelSearch
+from .base import Batch, SearchState, add_grads, dot, grads_or_none, grads_or_zeros
 
 
 @dataclass
 class InnerStep:
     """What replays one inner step: its minibatch and the random state its noise came from."""
 
-    batch: "Batch"
+    batch: Batch
     noise: RandomState
 
 
@@ -57,7 +54,7 @@ class SGDRun:
     L: float
 
 
-def sgd_forward(search: "BilevelSearch", num_steps: int, step_size: float,
+def sgd_forward(search: "SearchState", num_steps: int, step_size: float,
                 keep_trajectory: bool) -> SGDRun:
     """``num_steps`` steps theta <- theta + step_size * grad L on the guide's live parameters.
 
@@ -89,7 +86,7 @@ def sgd_forward(search: "BilevelSearch", num_steps: int, step_size: float,
     return SGDRun(steps, theta0, trajectory, L)
 
 
-def outer_gradients(search: "BilevelSearch") -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
+def outer_gradients(search: "SearchState") -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
     """Q at the guide's live theta and h, with dQ/dtheta (zeros where unused) and dQ/dh
     (``None`` where Q does not depend on that hyperparameter)."""
     params = list(search.theta().values())
@@ -100,7 +97,7 @@ def outer_gradients(search: "BilevelSearch") -> tuple[Tensor, list[Tensor], list
     return Q.detach(), d_theta, grads[len(params):]
 
 
-def reverse_mode(search: "BilevelSearch", run: SGDRun, point: Callable[[int], Sequence[Tensor]],
+def reverse_mode(search: "SearchState", run: SGDRun, point: Callable[[int], Sequence[Tensor]],
                  step_size: float, d_theta: list[Tensor],
                  d_h: list[Tensor | None]) -> list[Tensor | None]:
     """The adjoint recursion above, with g_t evaluated at ``point(t)``; returns d_h = dQ/dh

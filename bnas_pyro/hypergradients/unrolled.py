@@ -30,7 +30,7 @@ and the unrolled operator are the same map.
 
 from __future__ import annotations
 
-from .base import GradientStrategy, HypergradientEstimate
+from .base import GradientStrategy, HypergradientEstimate, SearchState
 from .sgd_unroll import outer_gradients, reverse_mode, sgd_forward
 
 
@@ -47,7 +47,7 @@ class UnrolledStrategy(GradientStrategy):
     def __init__(self, step_size: float | None = None):
         self.step_size = step_size
 
-    def hypergradient(self, search) -> HypergradientEstimate:
+    def hypergradient(self, search: SearchState) -> HypergradientEstimate:
         beta = self.step_size if self.step_size is not None else search.lr
         run = sgd_forward(search, search.inner_steps, beta, keep_trajectory=True)
         Q, d_theta, d_h = outer_gradients(search)

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .inference import MinibatchSampler
-from .search_space import SearchSpace
-from .supernet import Supernet
+from bnas_pyro.inference import MinibatchSampler
+from bnas_pyro.search_space import SearchSpace
+from bnas_pyro.supernet import Supernet
 
 
 class PointSupernet(nn.Module):

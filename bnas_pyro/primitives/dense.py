@@ -1,69 +1,24 @@
-"""Primitive functions g^{j,k}_l that an edge of the supernet can carry (METHOD.md section 1).
+"""The dense primitives for vector nodes (METHOD.md section 1): affine maps with an activation,
+identity, zero, a constant, and polynomials of one input in the monomial or the Legendre basis.
 
-A primitive here is *functional*: it declares the shapes of its parameters and computes
-``g(x; w)`` from parameters handed to it.  The supernet keeps every parameter of every
-(edge, primitive) pair in one flat vector, which is what lets the Pyro model put a single
-vectorised sample site on all weights.
+    linear:    g(x; W, b) = x W + b          tanh / relu:  act(x W + b)
+    identity:  g(x) = x                      zero:         g(x) = 0
+    constant:  g(x; b) = b                   poly(degree=d):  b + sum_{i=1..d} (x ** i) W_i
+    legendre(degree=d, low, high):  b + sum_{k=1..d} sqrt(2k + 1) P_k(u) W_k, with
+                                    u = (2x - low - high) / (high - low)
 
-Users add primitives by name with :func:`register_primitive`; the factory may return a
-:class:`Primitive` or any ``torch.nn.Module`` (it is then run with
-:func:`torch.func.functional_call`, its parameters supplied from the flat vector).
+Importing :mod:`bnas_pyro.primitives` registers these names.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable, Mapping
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-
-class Primitive:
-    """A function ``g(x; w)`` from ``in_features`` to ``out_features`` with named parameters.
-
-    Subclasses set :attr:`parameter_shapes` and implement :meth:`forward`.  ``init_std``
-    gives a sensible scale for initialising variational means (Glorot-like for linear maps).
-    """
-
-    #: True for primitives with no output (the "zero" operation), so the supernet can skip them.
-    is_zero: bool = False
-    #: True for parameter-free primitives that pass their input through (skip connections).
-    is_identity: bool = False
-
-    def __init__(self, in_features: int, out_features: int):
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
-
-    @property
-    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def init_std(self, name: str) -> float:
-        return 1.0 / math.sqrt(max(self.in_features, 1))
-
-    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        raise NotImplementedError
-
-    def __call__(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        return self.forward(x, params)
-
-    def to_module(self, params: Mapping[str, Tensor]) -> nn.Module:
-        """A plain ``nn.Module`` computing this primitive with ``params`` as trainable values."""
-        return _FrozenPrimitiveModule(self, params)
-
-
-class _FrozenPrimitiveModule(nn.Module):
-    def __init__(self, primitive: Primitive, params: Mapping[str, Tensor]):
-        super().__init__()
-        self.primitive = primitive
-        self.names = list(params)
-        for name, value in params.items():
-            self.register_parameter(name, nn.Parameter(value.detach().clone()))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.primitive(x, {n: getattr(self, n) for n in self.names})
+from .registry import Primitive, register_primitive
 
 
 class Affine(Primitive):
@@ -153,7 +108,7 @@ class Polynomial(Primitive):
 
     Each input coordinate is raised elementwise to the powers 1..d and mapped linearly, so
     degree 0 is the constant ``b`` and degree 1 the linear map.  On a scalar input this is the
-    polynomial ``w_0 + w_1 x + ... + w_d x^d`` of the seed's degree example.
+    polynomial ``w_0 + w_1 x + ... + w_d x^d`` of the source talk's degree example.
     """
 
     #: the registry name, for error messages
@@ -191,7 +146,7 @@ class Polynomial(Primitive):
 
 class Legendre(Polynomial):
     """Polynomial of degree ``d`` in the orthonormal Legendre basis of ``[low, high]`` (a primitive
-    of METHOD.md section 1, for the seed's degree example of section 6):
+    of METHOD.md section 1, for the source talk's degree example of section 6):
     ``b + sum_{k=1..d} sqrt(2k + 1) P_k(u) W_k`` with ``u = (2x - low - high) / (high - low)``.
 
     It spans the same functions as :class:`Polynomial` of the same degree, but its features have
@@ -231,83 +186,6 @@ class Legendre(Polynomial):
             previous, current = current, ((2 * k + 1) * u * current - k * previous) / (k + 1)
             out.append(math.sqrt(2.0 * (k + 1) + 1) * current)
         return torch.cat(out, dim=-1)
-
-
-class ModulePrimitive(Primitive):
-    """Adapts any ``nn.Module`` to a functional primitive via ``torch.func.functional_call``."""
-
-    def __init__(self, module: nn.Module, in_features: int, out_features: int):
-        super().__init__(in_features, out_features)
-        self.module = module
-        self._shapes = {n: tuple(p.shape) for n, p in module.named_parameters()}
-        self._init = {n: float(p.detach().std()) if p.numel() > 1 else 0.1
-                      for n, p in module.named_parameters()}
-
-    @property
-    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
-
-    def init_std(self, name: str) -> float:
-        return self._init[name] or 0.1
-
-    def forward(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        return torch.func.functional_call(self.module, dict(params), (x,))
-
-    def to_module(self, params: Mapping[str, Tensor]) -> nn.Module:
-        """A copy of the wrapped module holding ``params`` (its parameter names, dotted ones
-        included, are those of the module), in the dtype and on the device of ``params``."""
-        missing = sorted(set(self._shapes) - set(params))
-        extra = sorted(set(params) - set(self._shapes))
-        if missing or extra:
-            raise KeyError(f"parameters of the wrapped {type(self.module).__name__}: missing "
-                           f"{missing}, unexpected {extra}")
-        module = copy.deepcopy(self.module)
-        first = next(iter(params.values()), None)
-        if first is not None:   # hold the values in their own dtype and device (no rounding)
-            module = module.to(device=first.device, dtype=first.dtype)
-        with torch.no_grad():
-            for name, p in module.named_parameters():
-                p.copy_(params[name].reshape(p.shape))
-        return module
-
-
-PrimitiveFactory = Callable[..., "Primitive | nn.Module"]
-
-_REGISTRY: dict[str, PrimitiveFactory] = {}
-
-
-def register_primitive(name: str, factory: PrimitiveFactory, *, overwrite: bool = False) -> None:
-    """Register ``factory(in_features, out_features, **options)`` under ``name``.
-
-    The factory returns a :class:`Primitive` or an ``nn.Module`` mapping ``(..., in_features)``
-    to ``(..., out_features)``.
-    """
-    if not name or not isinstance(name, str):
-        raise ValueError(f"primitive name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"primitive {name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[name] = factory
-
-
-def available_primitives() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def build_primitive(name: str, in_features: int, out_features: int, **options) -> Primitive:
-    """Instantiate the registered primitive ``name``; unknown names raise ``KeyError``."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown primitive {name!r}; registered: {', '.join(available_primitives())}"
-        ) from None
-    made = factory(in_features, out_features, **options)
-    if isinstance(made, Primitive):
-        return made
-    if isinstance(made, nn.Module):
-        return ModulePrimitive(made, in_features, out_features)
-    raise TypeError(f"factory of primitive {name!r} returned {type(made).__name__}, "
-                    "expected a Primitive or an nn.Module")
 
 
 for _name, _factory in {

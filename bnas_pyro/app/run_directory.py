@@ -4,15 +4,18 @@ A run directory holds:
 
 ==========================  ==============================================================
 ``config.yaml``             the configuration used (re-runnable with ``--config``)
-``result.json``             structure, its probability, top-k structures, metrics (test
-                            accuracy or RMSE, NLL, ECE, ELBO, C_param, C_struct, wall time),
-                            LOO, collapse statistics, the history, the rho histogram
-``checkpoint.pt``           the search state (:mod:`bnas_pyro.checkpoint`; resumable)
+``result.json``             the search result (``SearchResult.to_dict``: structure, its
+                            probability, per-edge probabilities, top-k structures, h, the
+                            history; restarts or enumeration runs in ``info``) and an
+                            ``analysis`` block: metrics (test accuracy or RMSE, NLL, ECE, ELBO,
+                            C_param, C_struct, wall time), LOO, collapse statistics, rho
+``checkpoint.pt``           the final search state, ``BilevelSearch.state_dict()`` (of the kept
+                            restart or enumeration run), loadable by ``load_state_dict``
 ``network.pt``              the derived, retrained network: structure, space, state dict and
                             the module itself (``torch.load(..., weights_only=False)["module"]``)
 ``network.json``            the same network as JSON (``bnas_pyro.load_network``), when it
-                            comes from ``SearchResult.derive`` (:mod:`bnas_pyro.export`)
-``posterior.nc``            ArviZ InferenceData (:mod:`bnas_pyro.posterior`)
+                            comes from ``SearchResult.derive`` (:mod:`bnas_pyro.analysis.export`)
+``posterior.nc``            ArviZ InferenceData (:mod:`bnas_pyro.analysis.arviz_data`)
 ``structure_posterior.png`` q(argmax gamma = l) per edge
 ``training.png``            ELBO and structure probabilities over training
 ``rho_histogram.png``       relative densities rho = exp(-mu^2 / (2 sigma^2))
@@ -29,8 +32,12 @@ from typing import Any, Mapping
 
 import torch
 
+from bnas_pyro.analysis import arviz_data
+from bnas_pyro.analysis.export import save_network
+from bnas_pyro.search.checkpoint import CHECKPOINT_NAME
+from bnas_pyro.search_space import PrimitiveSpec
+
 from . import plots
-from .checkpoint import CHECKPOINT_NAME
 from .config import RunConfig, dump_config
 
 CONFIG_FILE = "config.yaml"
@@ -75,14 +82,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def write_config(config: RunConfig, run_dir: "str | Path") -> Path:
+    """Write ``config.yaml`` (first thing a run does, so a run directory always says what it is)."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return dump_config(config, d / CONFIG_FILE)
+
+
 def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
     """Write the config, result.json, the network, posterior.nc and the plots of a run."""
-    from . import posterior as post
-
     d = Path(outcome.run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    dump_config(outcome.config, d / CONFIG_FILE)
-    body = {"version": 1, "run_dir": str(d), **outcome.summary}
+    write_config(outcome.config, d)
+    body = {**outcome.summary, "run_dir": str(d)}
     (d / RESULT_FILE).write_text(json.dumps(_finite(body), indent=1, default=_json_default))
     if outcome.network is not None:
         torch.save({"structure": outcome.summary["structure"], "space": outcome.summary["space"],
@@ -90,11 +101,9 @@ def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
                     "state_dict": outcome.network.state_dict(), "module": outcome.network},
                    d / NETWORK_FILE)
         if type(outcome.network).__name__ == "DerivedNetwork":  # from SearchResult.derive()
-            from .export import save_network
-
             save_network(outcome.network, d / NETWORK_JSON)
     if posterior and outcome.idata is not None:
-        post.save(outcome.idata, d / POSTERIOR_FILE)
+        arviz_data.save(outcome.idata, d / POSTERIOR_FILE)
     if draw and outcome.config.analysis.plots:
         draw_plots(d, body)
     return d
@@ -116,16 +125,14 @@ def draw_plots(run_dir: "str | Path", result: Mapping[str, Any] | None = None) -
     out = [plots.plot_structure_posterior(result["edge_probabilities"], labels,
                                           d / plots.STRUCTURE_PNG),
            plots.plot_training(result["history"], labels, d / plots.TRAINING_PNG,
-                               validation_key=result.get("validation_metric"))]
-    rho = result.get("rho_histogram")
+                               validation_key=result.get("analysis", {}).get("validation_metric"))]
+    rho = result.get("analysis", {}).get("rho_histogram")
     if rho is not None:
         out.append(plots.plot_rho_histogram(rho["bin_edges"], rho["counts"], d / plots.RHO_PNG))
     return out
 
 
 def _label(spec: Any) -> str:
-    from .search_space import PrimitiveSpec
-
     return PrimitiveSpec.parse(spec).label
 
 
@@ -139,15 +146,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def format_summary(result: Mapping[str, Any]) -> str:
     """The human-readable summary that ``bnas-pyro report`` prints."""
-    m = result["metrics"]
+    a = result["analysis"]
+    m = a["metrics"]
     lines = []
-    data = result["data"]
+    data = a["data"]
     sizes = data["sizes"]
     lines.append(f"run directory: {result.get('run_dir', '?')}")
     lines.append(f"data: {data['name']} ({data['task']}), train/val/test = "
                  f"{sizes['train']}/{sizes['val']}/{sizes['test']}; "
                  f"{result['num_structures']} structures in the space")
-    lines.append(f"found structure (probability under q: {result['structure_probability']:.3f}):")
+    lines.append(f"found structure (probability under q: {result['probability']:.3f}):")
     width = max(len(e) for e in result["structure"])
     for edge, label in result["structure"].items():
         probs = result["edge_probabilities"][edge]
@@ -155,28 +163,30 @@ def format_summary(result: Mapping[str, Any]) -> str:
                   if e["source"] + "->" + e["target"] == edge for p in e["primitives"]]
         p = probs[labels.index(label)] if label in labels else float("nan")
         lines.append(f"  {edge:<{width}}  {label:<14} q = {p:.3f}")
-    if len(result.get("top_k", [])) > 1:
-        lines.append(f"top-{len(result['top_k'])} structures:")
-        for i, item in enumerate(result["top_k"], 1):
+    top = result.get("top_structures", [])
+    if len(top) > 1:
+        lines.append(f"top-{len(top)} structures:")
+        for i, item in enumerate(top, 1):
             choice = ", ".join(f"{k}:{v}" for k, v in item["structure"].items())
             lines.append(f"  {i}. p = {item['probability']:.3f}  {choice}")
-    enum = result.get("enumeration")
+    info = result.get("info", {})
+    enum = info.get("enumeration")
     if enum:
         lines.append(f"enumeration: {len(enum['structures'])} runs, {enum['num_distinct']} distinct "
                      f"structures; run {enum['chosen_run'] + 1} has the highest ELBO and is reported")
         for i, (st, e) in enumerate(zip(enum["structures"], enum["elbos"]), 1):
             lines.append(f"  run {i}: ELBO {e:.6g}  " + ", ".join(f"{k}:{v}" for k, v in st.items()))
-    rest = result.get("restarts")
-    if rest:
-        lines.append(f"restarts: {len(rest['records'])}; kept restart {rest['best_index']} "
-                     "(highest final ELBO)")
-        for rec in rest["records"]:
-            mark = "*" if rec["index"] == rest["best_index"] else " "
+    records = info.get("restarts")
+    if records:
+        best = info.get("best_restart")
+        lines.append(f"restarts: {len(records)}; kept restart {best} (highest final ELBO)")
+        for rec in records:
+            mark = "*" if rec["index"] == best else " "
             lines.append(f" {mark} restart {rec['index']} (seed {rec['seed']}): ELBO "
                          f"{rec['elbo']:.6g} +- {rec['elbo_se']:.3g}, q = "
                          f"{rec['structure_probability']:.3f}, "
                          + ", ".join(f"{k}:{v}" for k, v in rec["structure"].items()))
-    source = result.get("metrics_source", "")
+    source = a.get("metrics_source", "")
     if data["task"] == "classification":
         lines.append(f"test ({source}): accuracy {_fmt(m.get('test_accuracy'))}, "
                      f"NLL {_fmt(m.get('test_nll'))}, ECE {_fmt(m.get('test_ece'))}")
@@ -189,7 +199,7 @@ def format_summary(result: Mapping[str, Any]) -> str:
     lines.append(f"ELBO {_fmt(m.get('elbo'), 6)} (se {_fmt(m.get('elbo_se'), 3)}), "
                  f"elpd_loo {_fmt(m.get('elpd_loo'), 6)}, C_param {_fmt(m.get('c_param'))}, "
                  f"C_struct {_fmt(m.get('c_struct'))}")
-    col = result.get("collapse")
+    col = a.get("collapse")
     if col:
         lines.append(f"skip/zero choices: {len(col['chose_skip_or_zero'])} of "
                      f"{len(col['edges_with_skip_or_zero'])} edges that offer them"
@@ -216,4 +226,5 @@ def report(run_dir: "str | Path", redraw: bool = True) -> str:
 
 
 __all__ = ["CONFIG_FILE", "NETWORK_FILE", "POSTERIOR_FILE", "RESULT_FILE", "RUN_FILES",
-           "draw_plots", "format_summary", "new_run_dir", "read_result", "report", "write_run"]
+           "draw_plots", "format_summary", "new_run_dir", "read_result", "report", "write_config",
+           "write_run"]

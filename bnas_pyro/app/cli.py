@@ -81,10 +81,12 @@ def _report(args) -> int:
 
 def listing(what: str | None = None) -> str:
     """The text of ``bnas-pyro list [WHAT]``."""
-    from .config import available_guides, available_hypergradients, available_modes
-    from .data import available_datasets, dataset_info
-    from .primitives import available_primitives
-    from .spaces import available_spaces
+    from bnas_pyro.data import available_datasets, dataset_info
+    from bnas_pyro.guides import available_guides
+    from bnas_pyro.primitives import available_primitives
+    from bnas_pyro.spaces import available_spaces
+
+    from .config import available_hypergradients, available_modes
 
     sections = {
         "datasets": [f"{n:<15} {dataset_info(n).description}" for n in available_datasets()],
@@ -104,7 +106,6 @@ def listing(what: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnas-pyro`` console script; returns the exit status."""
-    from . import conv_primitives as _conv  # noqa: F401  (register the conv primitive names)
     from .config import ConfigError
 
     args = _parser().parse_args(argv)

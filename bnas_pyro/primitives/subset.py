@@ -4,7 +4,7 @@
     tanh_subset(features=F):    g(x; W, b) = tanh(x[..., F] W + b)
 
 e.g. the thesis's f_1 = tanh(w_1[0] x[0] + w_1[1]) is ``{"name": "tanh_subset", "features": [0]}``
-(two parameters).  Importing this module registers both names (importing :mod:`bnas_pyro` does).
+(two parameters).  Importing :mod:`bnas_pyro.primitives` registers both names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .primitives import Affine, available_primitives, register_primitive
+from .dense import Affine
+from .registry import available_primitives, register_primitive
 
 
 class SubsetAffine(Affine):

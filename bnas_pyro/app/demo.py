@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bnas_pyro.config import default_config
-from bnas_pyro.run_directory import RUN_FILES, format_summary
-from bnas_pyro.runner import run_search
+from .config import default_config
+from .run_directory import RUN_FILES, format_summary
+from .runner import run_search
 
 #: what the demo promises for the derived, retrained network on the digits test split
 ACCURACY_TARGET = 0.96
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [f for f in RUN_FILES if f not in files]
     print(f"run directory {outcome.run_dir}: {', '.join(files)}")
     print(f"redraw and reprint with: bnas-pyro report {outcome.run_dir}")
-    acc = outcome.summary["metrics"].get("test_accuracy")
+    acc = outcome.summary["analysis"]["metrics"].get("test_accuracy")
     print()
     print("found architecture:", ", ".join(f"{e}: {p}" for e, p in outcome.summary["structure"].items()))
     verdict = "OK" if acc is not None and acc >= ACCURACY_TARGET else "BELOW TARGET"

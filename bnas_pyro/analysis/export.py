@@ -1,7 +1,7 @@
 """The derived architecture: one discrete structure as a plain ``torch.nn.Module``, and its JSON.
 
 A search ends with q(W, Gamma).  Choosing a vertex of every simplex (one primitive per kept
-edge, see :meth:`bnas_pyro.result.SearchResult.select`) and the posterior means E_q[W] gives the
+edge, see :meth:`bnas_pyro.analysis.result.SearchResult.select`) and the posterior means E_q[W] gives the
 network
 
     f_0(x) = x,    f_j(x) = sum_{(k, j) kept} g^{k,j}_{l(k,j)}(f_k(x); E_q[w^{k,j}_{l(k,j)}]),
@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .primitives import Primitive, build_primitive
-from .search_space import PrimitiveSpec
+from bnas_pyro.primitives import Primitive, build_primitive
+from bnas_pyro.search_space import PrimitiveSpec
 
 FORMAT = "bnas-pyro.derived-network"
 VERSION = 1
@@ -130,7 +130,7 @@ def build_network(space, choice: Mapping[str, str | None], weights: Tensor,
 
     Edges not named in ``choice`` are dropped; a "zero" primitive drops its edge.
     """
-    from .supernet import ParameterLayout
+    from bnas_pyro.supernet import ParameterLayout
 
     layout = ParameterLayout(space)
     weights = weights.detach()
@@ -176,7 +176,7 @@ def network_to_dict(net: DerivedNetwork) -> dict[str, Any]:
         "nodes": {n: (list(s) if isinstance(s, tuple) else s) for n, s in net.nodes.items()},
         "input": net.input, "output": net.output,
         "edges": edges,
-        "metadata": _jsonable(net.metadata),
+        "metadata": jsonable(net.metadata),
     }
 
 
@@ -234,11 +234,11 @@ def load_network(source: "str | Path | Mapping[str, Any]",
     return network_from_json(Path(source).read_text(), device)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if torch.is_tensor(value):
         return value.detach().cpu().tolist()
     if isinstance(value, (str, int, float, bool)) or value is None:

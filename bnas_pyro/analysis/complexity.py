@@ -33,9 +33,9 @@ from pyro import poutine
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from .distributions import StructureScaledNormal
-from .models.structure_priors import concrete, structure_site
-from .models.weight_priors import WEIGHT_SITE
+from bnas_pyro.distributions import StructureScaledNormal
+from bnas_pyro.models.structure_priors import concrete, structure_site
+from bnas_pyro.models.weight_priors import WEIGHT_SITE
 
 __all__ = [
     "ParametricComplexity", "WeightMoments", "informative_parameters", "optimal_precision",
@@ -60,14 +60,9 @@ class WeightMoments:
     exact: bool = True
 
 
-def _input_shape(space) -> tuple[int, ...]:
-    size = space.nodes[space.input]
-    return size if isinstance(size, tuple) else (size,)
-
-
 def _guide_trace(model, guide):
     like = model.hyper.log_precision
-    x = torch.zeros((1,) + _input_shape(model.space), dtype=like.dtype, device=like.device)
+    x = torch.zeros((1,) + model.space.input_shape, dtype=like.dtype, device=like.device)
     with torch.no_grad():
         return poutine.trace(guide).get_trace(x)
 

@@ -17,9 +17,10 @@ estimate of dQ/dh without moving h (what the finite-difference tests compare).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 from pyro.infer.autoguide import AutoGuide
@@ -27,16 +28,23 @@ from torch import Tensor
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .checkpoint import RandomState, load_checkpoint, save_checkpoint
-from .coefficients import Coefficients
-from .hypergradients import GradientStrategy, HypergradientStrategy, get_strategy
-from .inference import MinibatchSampler, materialise_guide, sync_guide_coefficients, wrap_for_guide
-from .objectives import ElboTerms, trace_terms
-from .result import OuterRecord, SearchResult, edge_probabilities
-from .schedules import ScheduleLike, as_schedule
-from .structure_targets import StructureDistribution, comb_kl
+from bnas_pyro.analysis.result import OuterRecord, SearchResult
+from bnas_pyro.analysis.structure_posterior import edge_probabilities
+from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrategy, get_strategy
+from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
+                                 wrap_for_guide)
+from bnas_pyro.modes import Mode, ScheduleLike, as_schedule
+from bnas_pyro.objectives import ElboTerms, trace_terms
+from bnas_pyro.random_state import RandomState
+from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
-Batch = tuple[Tensor, "Tensor | None", int]
+from .checkpoint import load_checkpoint, save_checkpoint
+
+#: a step-size schedule: ``factor(step, num_steps) -> float`` multiplies ``lr`` and ``hyper_lr`` at
+#: outer step ``step``; or ``make(optimizer) -> torch.optim.lr_scheduler.LRScheduler``, one
+#: scheduler per optimiser, stepped after every outer step
+LRSchedule = Union[Callable[[int, int], float], Callable[[torch.optim.Optimizer], Any]]
 Callback = Callable[["BilevelSearch", OuterRecord], "Mapping[str, Any] | None"]
 
 _OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -72,7 +80,14 @@ class BilevelSearch:
             objective then agree, and a fixed point is a point, not a noise band
             (METHOD.md section 5).  Default: fresh draws at every evaluation.
         validation: use the validation split's expected log-likelihood as Q.
-        comb_targets: the set P of structure distributions for the c_comb term.
+        comb_targets: the set P of structure targets for the c_comb term
+            (:mod:`bnas_pyro.structure_targets`).
+        lr_schedule: the step sizes over the outer steps: ``factor(step, num_steps)``, a
+            multiplier of ``lr`` and ``hyper_lr`` at every outer step (e.g.
+            ``lambda k, n: 0.1 ** (k / n)``), or ``make(optimizer)`` returning a torch
+            ``LRScheduler`` (e.g. ``lambda opt: torch.optim.lr_scheduler.StepLR(opt, 100)``),
+            built once for each optimiser and stepped after every outer step.  Its state is part
+            of the checkpoint.
         seed: seeds torch's generator and the minibatch order (same seed, same result).
         checkpoint_dir, checkpoint_every: save the full state every N outer steps; ``run(...,
             resume=True)`` continues from the last checkpoint.
@@ -99,8 +114,9 @@ class BilevelSearch:
         num_particles: int = 1,
         fixed_noise: bool = False,
         validation: bool = False,
-        comb_targets: Sequence[StructureDistribution] = (),
+        comb_targets: Sequence[StructureTarget] = (),
         comb_samples: int = 16,
+        lr_schedule: LRSchedule | None = None,
         seed: int | None = 0,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
@@ -139,11 +155,8 @@ class BilevelSearch:
         self.fixed_noise = bool(fixed_noise)
         self.noise: RandomState | None = None
         self.validation = bool(validation)
-        self.comb_targets, self.comb_samples = list(comb_targets), int(comb_samples)
-        for target in self.comb_targets:
-            check = getattr(target, "check", None)  # targets are duck-typed; check those that can
-            if check is not None:
-                check(model.space)
+        self.comb_targets = check_targets(comb_targets, model.space)
+        self.comb_samples = int(comb_samples)
         self.seed = seed
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every = int(checkpoint_every)
@@ -175,15 +188,38 @@ class BilevelSearch:
         self.inner_optimizer = wrap_for_guide(guide, _OPTIMISERS[inner_optimizer](
             [p for p in guide.parameters() if p.requires_grad], lr=self.lr))
         self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
+        self.lr_schedule = lr_schedule
+        self._schedulers: list[Any] = []
+        self._build_schedulers()
         self.history: list[OuterRecord] = []
         self.step = 0
         self.sampler: MinibatchSampler | None = None
         self.validation_data: tuple[Tensor, Tensor | None] | None = None
 
+    @classmethod
+    def for_mode(cls, model, guide, mode: Mode, **options: Any) -> "BilevelSearch":
+        """A search that runs ``mode`` as the mode says: its schedule, its hypergradient (unless
+        ``hypergradient`` is given), hold-out validation when the mode asks for it
+        (``mode.validation``), and h held at its initial value (a hyper step size of 0) for the
+        modes that do not fit it (``mode.fit_hyper`` False: ``ml``, ``map``).  ``options`` go to
+        the constructor."""
+        if not isinstance(mode, Mode):
+            raise TypeError(f"for_mode needs a Mode (bnas_pyro.modes.get_mode), got "
+                            f"{type(mode).__name__}")
+        options.setdefault("hypergradient", mode.hypergradient)
+        options.setdefault("validation", mode.validation)
+        if not mode.fit_hyper:
+            options["hyper_lr"] = 0.0
+        return cls(model, guide, mode, **options)
+
     # ------------------------------------------------------------------ what strategies use
     def theta(self) -> dict[str, Tensor]:
         """The guide's parameters theta by name (the live ``nn.Parameter`` objects)."""
         return {n: p for n, p in self.guide.named_parameters() if p.requires_grad}
+
+    def hyper_names(self) -> list[str]:
+        """The names (in ``model.hyper``) of the hyperparameters this search moves."""
+        return list(self._hyper_names)
 
     def hyper_parameters(self) -> list[Tensor]:
         """The hyperparameters h that this search moves (``model.hyper``'s parameters)."""
@@ -309,6 +345,7 @@ class BilevelSearch:
             if {id(p) for p in self.guide.parameters()} != before:
                 self.inner_optimizer = wrap_for_guide(self.guide, _OPTIMISERS[self.inner_optimizer_name](
                     [p for p in self.guide.parameters() if p.requires_grad], lr=self.lr))
+                self._build_schedulers()
         self.noise = RandomState.capture(self._device()) if self.fixed_noise else None
 
     def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
@@ -333,6 +370,7 @@ class BilevelSearch:
             self.coefficients = self.schedule(k, self.outer_steps)
             self.model.temperature = self.coefficients.c_temp
             sync_guide_coefficients(self.guide, self.coefficients)
+            self._apply_lr_factor(k)
             info = self.strategy.outer_step(self)
             record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
             record.extra.update(getattr(info, "extra", None) or {})
@@ -341,6 +379,8 @@ class BilevelSearch:
                 if extra:
                     record.extra.update(extra)
             self.history.append(record)
+            for scheduler in self._schedulers:
+                scheduler.step()
             self.step = k + 1
             bar.set_postfix(L=f"{record.L:.4g}", Q=f"{record.Q:.4g}",
                             c_temp=f"{self.coefficients.c_temp:.3g}",
@@ -353,6 +393,44 @@ class BilevelSearch:
         wall = self.history[-1].wall_time if self.history else 0.0
         return SearchResult(self.model, self.guide, list(self.history), wall,
                             info={"strategy": self.strategy.name})
+
+    # ------------------------------------------------------------------ step sizes
+    def _lr_factor_form(self) -> bool:
+        """True when ``lr_schedule`` is ``factor(step, num_steps)`` (two arguments)."""
+        try:
+            params = [p for p in inspect.signature(self.lr_schedule).parameters.values()
+                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            return False
+        return len(params) >= 2
+
+    def _build_schedulers(self) -> None:
+        self._schedulers = []
+        if self.lr_schedule is None:
+            return
+        if not callable(self.lr_schedule):
+            raise TypeError(f"lr_schedule must be factor(step, num_steps) or make(optimizer), got "
+                            f"{type(self.lr_schedule).__name__}")
+        if self._lr_factor_form():
+            return
+        for name, optimizer in (("inner", self.inner_optimizer), ("hyper", self.hyper_optimizer)):
+            base = getattr(optimizer, "base", optimizer)   # a guide's wrapper keeps the torch one
+            scheduler = self.lr_schedule(base)
+            if not callable(getattr(scheduler, "step", None)):
+                raise TypeError(f"lr_schedule(optimizer) for the {name} optimiser returned "
+                                f"{type(scheduler).__name__}, not a torch LRScheduler")
+            self._schedulers.append(scheduler)
+
+    def _apply_lr_factor(self, step: int) -> None:
+        if self.lr_schedule is None or self._schedulers or not self._lr_factor_form():
+            return
+        factor = float(self.lr_schedule(step, self.outer_steps))
+        if not factor >= 0:
+            raise ValueError(f"lr_schedule({step}, {self.outer_steps}) = {factor}: a step-size "
+                             "factor must be a finite number >= 0")
+        for optimizer, lr in ((self.inner_optimizer, self.lr), (self.hyper_optimizer, self.hyper_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
 
     def _device(self) -> torch.device:
         for p in self.guide.parameters():
@@ -377,6 +455,7 @@ class BilevelSearch:
             "inner_optimizer": self.inner_optimizer.state_dict(),
             "hyper_optimizer": self.hyper_optimizer.state_dict(),
             "strategy": self.strategy.state_dict(),
+            "lr_schedulers": [s.state_dict() for s in self._schedulers],
             "history": [r.to_dict() for r in self.history],
             "torch_rng": torch.get_rng_state(),
             "device_rng": RandomState.capture(self._device()).to_dict(),
@@ -393,6 +472,8 @@ class BilevelSearch:
         self.inner_optimizer.load_state_dict(state["inner_optimizer"])
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
         self.strategy.load_state_dict(state["strategy"])
+        for scheduler, saved in zip(self._schedulers, state.get("lr_schedulers") or []):
+            scheduler.load_state_dict(saved)
         self.history = [OuterRecord(**r) for r in state["history"]]
         torch.set_rng_state(state["torch_rng"])
         if state.get("device_rng") is not None:

@@ -20,7 +20,7 @@ Groups of :func:`to_inference_data` (draws are independent samples of q, split i
   ``log_weight`` = lp - log_q (its log-mean-exp is an importance-sampling estimate of the log
   evidence), per draw.
 
-Design choice (documented as the brief asks): edges carry different numbers of primitives, so
+Design choice: edges carry different numbers of primitives, so
 gamma is stored as **one variable per edge** (named like its Pyro site, ``gamma[x->h1]``) rather
 than one ``(edge, primitive)`` array padded with NaN.  Padding would break ``az.plot_posterior``
 (ArviZ 0.23 fails on an all-NaN cell, even with ``skipna=True``); per-edge variables keep every
@@ -109,8 +109,7 @@ def sample_posterior(model, guide, x: Tensor | None = None, y: Tensor | None = N
 
 def _sample_posterior(model, guide, x, y, num_draws, num_prior_draws, batch_size) -> dict[str, Any]:
     groups = _groups_with_parameters(model.layout)
-    in_size = model.space.nodes[model.space.input]
-    in_shape = in_size if isinstance(in_size, tuple) else (in_size,)
+    in_shape = model.space.input_shape
     param = next(iter(model.hyper.parameters()))
     probe = x[:1] if x is not None else torch.zeros((1,) + tuple(in_shape), dtype=param.dtype,
                                                      device=param.device)
@@ -169,7 +168,7 @@ def to_inference_data(result, x: Tensor | None = None, y: Tensor | None = None, 
     """ArviZ ``InferenceData`` of a search result's q(W, Gamma) (groups in the module docstring).
 
     Args:
-        result: a :class:`~bnas_pyro.result.SearchResult` (or ``None`` with ``model`` and
+        result: a :class:`~bnas_pyro.analysis.result.SearchResult` (or ``None`` with ``model`` and
             ``guide`` given).
         x, y: the data for ``log_likelihood`` / ``observed_data`` / ``sample_stats`` (use the
             training data for LOO); without them those groups are left out.
@@ -218,7 +217,7 @@ def to_inference_data(result, x: Tensor | None = None, y: Tensor | None = None, 
 
 
 def _q_probabilities(model, guide) -> dict[str, list[float]]:
-    from bnas_pyro.result import edge_probabilities
+    from .structure_posterior import edge_probabilities
 
     return edge_probabilities(model, guide)
 

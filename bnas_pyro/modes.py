@@ -1,7 +1,7 @@
 """Coefficient schedules and the search modes built from them (METHOD.md section 4).
 
 A schedule is any callable ``schedule(step, num_steps) -> Coefficients`` over the outer steps of a
-:class:`~bnas_pyro.bilevel.BilevelSearch`; a plain :class:`~bnas_pyro.coefficients.Coefficients` is
+:class:`~bnas_pyro.search.bilevel.BilevelSearch`; a plain :class:`~bnas_pyro.coefficients.Coefficients` is
 the constant schedule.  A *mode* is a named schedule, so a new mode is a few lines, not a new loop:
 
 - ``evidence``: c_reg = c_train = c_prior = 1, c_comb = 0 (single-level ELBO maximisation);
@@ -20,19 +20,11 @@ or any callable with the ``(step, num_steps)`` signature; :func:`register_mode` 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, Union,
-                    runtime_checkable)
+import inspect
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
 
-import torch
-from torch import Tensor
-
-from .coefficients import Coefficients
-from .structure_targets import StructureDistribution, comb_kl
-
-if TYPE_CHECKING:
-    from .result import SearchResult
+from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.structure_targets import StructureDistribution, StructureMixture, StructureTarget
 
 RampKind = Literal["geometric", "linear"]
 
@@ -134,8 +126,6 @@ class Custom(Schedule):
         self.fn = fn
         self.base = base if base is not None else Coefficients()
         try:
-            import inspect
-
             self._arity = len(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
             self._arity = 1
@@ -214,18 +204,29 @@ def as_schedule(value: ScheduleLike | None) -> CoefficientSchedule:
 
 # ============================================================================ modes
 class Mode(Schedule):
-    """A named schedule (a *mode* of METHOD.md section 4).
+    """A named schedule (a *mode* of METHOD.md section 4), with what it needs of the search.
 
-    ``hypergradient`` is the strategy the mode needs to act as intended (the modes that move
-    c_train or c_prior need a bilevel strategy: the ``joint`` strategy ignores both).
+    Args:
+        name: the registry name.
+        schedule: the coefficients over the outer steps.
+        hypergradient: the strategy the mode needs to act as intended (the modes that move
+            c_train or c_prior need a bilevel strategy: the ``joint`` strategy ignores both).
+        description: one line for listings.
+        guide: the guide family the criterion is defined with (``"delta"``: point-mass weights,
+            for maximum likelihood and MAP; ``None``: any guide).
+        fit_hyper: whether h moves (``False``: h stays at its initial value, e.g. MAP at a
+            fixed prior).
+        validation: Q is the log-likelihood of a validation split (hold-out validation).
     """
 
     def __init__(self, name: str, schedule: ScheduleLike, hypergradient: str = "joint",
-                 description: str = ""):
+                 description: str = "", *, guide: str | None = None, fit_hyper: bool = True,
+                 validation: bool = False):
         self.name = name
         self.schedule = as_schedule(schedule)
         self.hypergradient = hypergradient
         self.description = description
+        self.guide, self.fit_hyper, self.validation = guide, bool(fit_hyper), bool(validation)
 
     def __call__(self, step: int, num_steps: int) -> Coefficients:
         return self.schedule(step, num_steps)
@@ -234,7 +235,8 @@ class Mode(Schedule):
                kind: RampKind = "geometric") -> "Mode":
         """The same mode with c_temp annealed towards ``end``."""
         return Mode(self.name, Annealed(self.schedule, end, start, kind), self.hypergradient,
-                    self.description + f" (c_temp annealed to {end:g})")
+                    self.description + f" (c_temp annealed to {end:g})", guide=self.guide,
+                    fit_hyper=self.fit_hyper, validation=self.validation)
 
     def __repr__(self) -> str:
         return f"Mode({self.name!r}, {self.schedule!r}, hypergradient={self.hypergradient!r})"
@@ -281,7 +283,7 @@ def prune(base: Coefficients | None = None, start: float = 0.1, end: float = 100
 
     The outer problem is pushed towards h with a small KL(q*(h) || p(.|h)): C_param falls
     (METHOD.md section 4 claims C_param -> 0 as c_prior -> infinity) and parameters with a
-    relative density rho near 1 can then be pruned (:func:`bnas_pyro.complexity.prune_mask`).
+    relative density rho near 1 can then be pruned (:func:`bnas_pyro.analysis.complexity.prune_mask`).
     """
     if not end > start:
         raise ValueError(f"prune needs c_prior increasing (end > start), got {start} -> {end}")
@@ -289,113 +291,37 @@ def prune(base: Coefficients | None = None, start: float = 0.1, end: float = 100
                 f"c_prior {start:g} -> {end:g}: complexity decreases")
 
 
+# ---------------------------------------------------------------------------- classical criteria
+# METHOD.md section 4: the classical model-selection criteria are presets of the same machinery,
+# by their coefficients, their guide and what h may do.  Their scores of a fitted result (AIC and
+# BIC included, which count parameters and so cannot drive a gradient) are in
+# :mod:`bnas_pyro.analysis.criteria`.
+def maximum_likelihood(base: Coefficients | None = None) -> Mode:
+    """Maximum likelihood: c_reg = c_prior = 0 (the KL terms are off), point-mass weights, nothing
+    to fit in h.  Only ``c_temp`` is taken from ``base``."""
+    t = base.c_temp if isinstance(base, Coefficients) else 1.0
+    return Mode("ml", Coefficients(c_reg=0.0, c_train=1.0, c_prior=0.0, c_temp=t), "joint",
+                "maximum likelihood: the KL terms are off", guide="delta", fit_hyper=False)
+
+
+def map_estimate(base: Coefficients | None = None) -> Mode:
+    """Maximum a posteriori: all coefficients 1, point-mass weights, h fixed at its initial value
+    (the prior is the user's, not fitted)."""
+    t = base.c_temp if isinstance(base, Coefficients) else 1.0
+    return Mode("map", Coefficients(c_temp=t), "joint",
+                "maximum a posteriori: point-mass weights, fixed h", guide="delta",
+                fit_hyper=False)
+
+
+def holdout(base: Coefficients | None = None, hypergradient: str = "greedy") -> Mode:
+    """Hold-out validation: L on the training split, Q = E_q log p(y_val | X_val, W, Gamma) on the
+    validation split (a special case of the outer problem), moved by a bilevel strategy."""
+    t = base.c_temp if isinstance(base, Coefficients) else 1.0
+    return Mode("holdout", Coefficients(c_temp=t), hypergradient,
+                "L on the training part, Q = log-likelihood on validation", validation=True)
+
+
 # ---------------------------------------------------------------------------- enumerate
-class StructureMixture:
-    """The uniform mixture (1/n) sum_j p'_j of structure distributions (one element of P).
-
-    KL(p(Gamma | h) || mixture) = E_p[ log p(Gamma | h) - logsumexp_j log p'_j(Gamma) + log n ],
-    by reparameterised Monte Carlo from the prior (differentiable in its logits m).  Unlike the
-    sum of the KLs to each p'_j, which splits into independent per-edge terms (an edge on which
-    the found structures are balanced feels no net push), the mixture's log-density is large only
-    near one of the found structures *as a whole*: maximising the KL moves the prior to a structure
-    that differs from every found one on at least one edge.
-    """
-
-    def __init__(self, components: Sequence[StructureDistribution]):
-        if not components:
-            raise ValueError("a structure mixture needs at least one component")
-        self.components = list(components)
-
-    def check(self, space) -> None:
-        """Every component names edges of ``space`` with one s' per primitive."""
-        for comp in self.components:
-            comp.check(space)
-
-    def kl_from_prior(self, model, num_samples: int = 16) -> Tensor:
-        priors = model.structure_prior.distributions(model)
-        log_p = 0.0
-        log_t: list[Any] = [0.0] * len(self.components)
-        for site, prior in priors.items():
-            edge = site[len("gamma["):-1]
-            draws = prior.rsample((num_samples,))
-            log_p = log_p + prior.log_prob(draws)
-            for j, comp in enumerate(self.components):
-                if edge in comp.logits:
-                    log_t[j] = log_t[j] + comp.distribution(edge, draws).log_prob(draws)
-        if not torch.is_tensor(log_p):
-            return model.hyper.structure_logits.new_zeros(())
-        stacked = torch.stack([torch.as_tensor(v, dtype=log_p.dtype, device=log_p.device).expand_as(log_p)
-                               for v in log_t])
-        log_mix = stacked.logsumexp(0) - math.log(len(self.components))
-        return (log_p - log_mix).mean()
-
-    def __repr__(self) -> str:
-        return f"StructureMixture({len(self.components)} components)"
-
-
-def comb_term(model, targets: Sequence[Any], num_samples: int = 16) -> Tensor:
-    """sum_{p' in P} KL(p(Gamma | h) || p') for targets that are :class:`StructureDistribution`
-    (per-edge products, :func:`bnas_pyro.structure_targets.comb_kl`) or any object with
-    ``kl_from_prior(model, num_samples)`` (e.g. :class:`StructureMixture`)."""
-    plain = [t for t in targets if isinstance(t, StructureDistribution)]
-    total = comb_kl(model, plain, num_samples) if plain else model.hyper.structure_logits.new_zeros(())
-    for t in targets:
-        if not isinstance(t, StructureDistribution):
-            total = total + t.kl_from_prior(model, num_samples)
-    return total
-
-
-def _comb_search_class():
-    """A BilevelSearch whose c_comb term also accepts :class:`StructureMixture` targets."""
-    from .bilevel import BilevelSearch
-
-    class CombSearch(BilevelSearch):
-        def hyper_terms(self) -> Tensor:  # log p(h) - c_comb sum_{p' in P} KL(p(Gamma|h) || p')
-            value = self.model.log_hyperprior()
-            if self.coefficients.c_comb != 0.0 and self.comb_targets:
-                noise = getattr(self, "_noise", None)
-                import contextlib
-
-                with (noise() if noise is not None else contextlib.nullcontext()):
-                    kl = comb_term(self.model, self.comb_targets, self.comb_samples)
-                value = value - self.coefficients.c_comb * kl
-            return value
-
-    return CombSearch
-
-
-@dataclass
-class EnumerationResult:
-    """The runs f_1..f_N of an enumeration (METHOD.md section 4, mode 4): the structure of each
-    run (argmax of its q(Gamma)), in order, with its probability under q, and the results."""
-
-    structures: list[dict[str, str]]
-    probabilities: list[float]
-    results: list["SearchResult"] = field(default_factory=list)
-
-    @property
-    def distinct(self) -> list[dict[str, str]]:
-        """The distinct structures, in the order they were first visited."""
-        seen, out = set(), []
-        for s in self.structures:
-            key = tuple(sorted(s.items()))
-            if key not in seen:
-                seen.add(key)
-                out.append(s)
-        return out
-
-    @property
-    def num_distinct(self) -> int:
-        return len(self.distinct)
-
-    def summary(self) -> str:
-        lines = []
-        for i, (s, p) in enumerate(zip(self.structures, self.probabilities)):
-            lines.append(f"run {i + 1}: {s}  q = {p:.3f}")
-        lines.append(f"{self.num_distinct} distinct structures in {len(self.structures)} runs")
-        return "\n".join(lines)
-
-
 class EnumerateMode(Mode):
     """Full enumeration of structures, runs f_1..f_N (METHOD.md section 4, mode 4).
 
@@ -453,8 +379,8 @@ class EnumerateMode(Mode):
         self.target_mass, self.target_rest = float(target_mass), float(target_rest)
         self.target_temperature = float(target_temperature if target_temperature is not None
                                         else base.c_temp)
-        # as a plain schedule (one search, e.g. from the CLI) it is run 1 of the enumeration;
-        # :meth:`run` performs all N runs
+        # as a plain schedule (one search) it is run 1 of the enumeration;
+        # :func:`bnas_pyro.search.enumeration.run_enumeration` performs all N runs
         super().__init__("enumerate", self.run_schedule(0), hypergradient,
                          "runs f_1..f_N, each pushed away from the structures found before")
 
@@ -469,53 +395,13 @@ class EnumerateMode(Mode):
         schedule: Schedule = Constant(self.run_coefficients(run))
         return Annealed(schedule, end=self.anneal_to) if self.anneal_to is not None else schedule
 
-    def targets(self, space, found: Sequence[Mapping[str, str]]) -> list[Any]:
+    def targets(self, space, found: Sequence[Mapping[str, str]]) -> list[StructureTarget]:
         """P for the next run, from the structures found so far."""
         if not found:
             return []
         parts = [StructureDistribution.at_structure(space, s, self.target_mass, self.target_rest,
                                                     self.target_temperature) for s in found]
         return parts if self.combine == "sum" else [StructureMixture(parts)]
-
-    def run(self, factory: Callable[[int], tuple[Any, Any]], x: Tensor, y: Tensor | None = None,
-            num_runs: int | None = None, seed: int = 0, keep_results: bool = False,
-            **search_options: Any) -> EnumerationResult:
-        """Run the enumeration.
-
-        Args:
-            factory: ``factory(i) -> (model, guide)``, a fresh model and guide for run i.
-            x, y: the data.
-            num_runs: N (default: ``self.num_runs`` or the space's number of structures).
-            seed: run i uses seed ``seed + i``.
-            keep_results: keep every run's :class:`SearchResult` (models and guides).
-            search_options: passed to :class:`~bnas_pyro.bilevel.BilevelSearch`
-                (``inner_steps``, ``outer_steps``, ``lr``, ``hyper_lr``, ``progress``, ...).
-        """
-        search_cls = _comb_search_class()
-        options = dict(search_options)
-        options.setdefault("hypergradient", self.hypergradient)
-        options.setdefault("comb_samples", 256)
-        found: list[dict[str, str]] = []
-        probs: list[float] = []
-        results = []
-        n = num_runs if num_runs is not None else self.num_runs
-        i = 0
-        while True:
-            model, guide = factory(i)
-            if n is None:
-                n = model.space.num_structures
-            if i >= n:
-                break
-            search = search_cls(model, guide, self.run_schedule(i),
-                                comb_targets=self.targets(model.space, found),
-                                seed=seed + i, **options)
-            result = search.run(x, y)
-            found.append(dict(result.structure))
-            probs.append(float(result.structure_probability))
-            if keep_results:
-                results.append(result)
-            i += 1
-        return EnumerationResult(found, probs, results)
 
     def __repr__(self) -> str:
         return (f"EnumerateMode(c_comb={self.c_comb:g}, combine={self.combine!r}, "
@@ -530,7 +416,11 @@ _MODES: dict[str, ModeFactory] = {
     "grow": grow,
     "prune": prune,
     "enumerate": EnumerateMode,
+    "ml": maximum_likelihood,
+    "map": map_estimate,
+    "holdout": holdout,
 }
+_ALIASES = {"maximum_likelihood": "ml", "hold-out": "holdout", "hold_out": "holdout"}
 
 
 def register_mode(name: str, factory: ModeFactory, *, overwrite: bool = False) -> None:
@@ -554,6 +444,7 @@ def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
     c_temp towards that value over the run (for ``enumerate`` it is the per-run annealing);
     other options go to the mode's factory, e.g. ``get_mode("prune", start=0.1, end=100)``.
     """
+    name = _ALIASES.get(name, name)
     try:
         factory = _MODES[name]
     except KeyError:
@@ -570,8 +461,8 @@ def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
 
 
 __all__ = [
-    "Annealed", "CoefficientSchedule", "Constant", "Custom", "EnumerateMode", "EnumerationResult",
-    "Mode", "Ramp", "Schedule", "ScheduleLike", "StructureMixture", "anneal", "as_schedule",
-    "available_modes", "comb_term", "custom", "evidence", "get_mode", "grow", "progress", "prune",
+    "Annealed", "CoefficientSchedule", "Constant", "Custom", "EnumerateMode", "Mode", "Ramp",
+    "Schedule", "ScheduleLike", "anneal", "as_schedule", "available_modes", "custom", "evidence",
+    "get_mode", "grow", "holdout", "map_estimate", "maximum_likelihood", "progress", "prune",
     "ramp", "register_mode",
 ]

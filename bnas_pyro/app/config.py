@@ -40,6 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
+from bnas_pyro import modes
+from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.data import available_datasets
+from bnas_pyro.guides import available_guides
+from bnas_pyro.hypergradients import available_strategies
+from bnas_pyro.primitives import available_primitives
+from bnas_pyro.spaces import available_spaces
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be run; ``key`` is the dotted path of the offending entry."""
@@ -99,15 +107,15 @@ class ModelConfig:
 class SearchConfig:
     """The bilevel search: mode, coefficients, guide, hypergradient and budget.
 
-    ``mode`` is a mode of :mod:`bnas_pyro.schedules` (``evidence``, ``grow``, ``prune``,
-    ``enumerate``); ``mode_options`` go to :func:`~bnas_pyro.schedules.get_mode` (e.g.
+    ``mode`` is a mode of :mod:`bnas_pyro.modes` (``evidence``, ``grow``, ``prune``,
+    ``enumerate``); ``mode_options`` go to :func:`~bnas_pyro.modes.get_mode` (e.g.
     ``anneal_to: 0.1`` anneals c_temp, ``start``/``end`` for grow/prune, ``num_runs`` for
     enumerate); ``coefficients`` are the mode's base coefficients.  ``hypergradient`` defaults to
     the strategy the mode needs (``null``).  ``epochs`` counts passes over the training split; one
     outer step is ``inner_steps`` inner steps (default: one epoch's worth of minibatches).
     ``restarts`` > 1 runs that many searches from new initialisations (seeds ``seed``,
     ``seed + 1``, ...; the data split stays) and keeps the one with the highest final ELBO
-    (:func:`bnas_pyro.restarts.run_restarts`, METHOD.md section 3), ``restart_processes`` of them
+    (:func:`bnas_pyro.search.restarts.run_restarts`, METHOD.md section 3), ``restart_processes`` of them
     at a time.
     """
 
@@ -202,48 +210,16 @@ def default_config() -> RunConfig:
 
 
 # ------------------------------------------------------------------------------ registries
-GUIDE_NAMES = ("mean_field", "full_rank", "delta", "multistart")
-
-
-def guide_class(name: str):
-    """The guide class registered under ``name``."""
-    from bnas_pyro import guides
-
-    table = {"mean_field": guides.MeanFieldGuide, "full_rank": guides.FullRankGuide,
-             "delta": guides.DeltaGuide}
-    if hasattr(guides, "MultistartGuide"):
-        table["multistart"] = guides.MultistartGuide
-    try:
-        return table[name]
-    except KeyError:
-        raise KeyError(f"unknown guide {name!r}; available: {', '.join(sorted(table))}") from None
-
-
-def available_guides() -> list[str]:
-    from bnas_pyro import guides
-
-    return [g for g in GUIDE_NAMES if g != "multistart" or hasattr(guides, "MultistartGuide")]
-
-
 def available_modes() -> list[str]:
-    """Modes of :mod:`bnas_pyro.schedules` (``evidence`` at least)."""
-    from bnas_pyro import schedules
-
-    fn = getattr(schedules, "available_modes", None)
-    if fn is not None:
-        return sorted(fn())
-    return ["evidence"]
+    """Modes of :mod:`bnas_pyro.modes`."""
+    return sorted(modes.available_modes())
 
 
 def available_hypergradients() -> list[str]:
-    from bnas_pyro.hypergradients import available_strategies
-
     return list(available_strategies())
 
 
 def coefficient_names() -> list[str]:
-    from bnas_pyro.coefficients import Coefficients
-
     return [f.name for f in dataclasses.fields(Coefficients)]
 
 
@@ -396,7 +372,6 @@ def _positive(config: RunConfig) -> None:
 
 
 def _check_primitive_list(value: Any, path: str) -> None:
-    from bnas_pyro.primitives import available_primitives
 
     known = available_primitives()
     if isinstance(value, (str, Mapping)):
@@ -416,9 +391,6 @@ def _check_primitive_list(value: Any, path: str) -> None:
 
 
 def _check_names(config: RunConfig) -> None:
-    from bnas_pyro import conv_primitives as _conv  # noqa: F401  (conv names are registered)
-    from bnas_pyro.data import available_datasets
-    from bnas_pyro.spaces import available_spaces
 
     def one_of(key: str, value: str, known: list[str], what: str) -> None:
         if value not in known:
@@ -460,8 +432,7 @@ def _check_names(config: RunConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, f"expected a number, got {_show(value)}")
     try:
-        from bnas_pyro.coefficients import Coefficients
-
+    
         Coefficients(**config.search.coefficients)
     except (TypeError, ValueError) as err:
         raise ConfigError("search.coefficients", str(err)) from None
@@ -498,6 +469,6 @@ def dump_config(config: RunConfig, path: "str | Path") -> Path:
 
 
 __all__ = ["AnalysisConfig", "ConfigError", "DataConfig", "ModelConfig", "RetrainConfig",
-           "RunConfig", "SearchConfig", "SpaceConfig", "available_guides",
+           "RunConfig", "SearchConfig", "SpaceConfig",
            "available_hypergradients", "available_modes", "config_from_dict", "default_config",
-           "dump_config", "guide_class", "load_config"]
+           "dump_config", "load_config"]

@@ -20,7 +20,7 @@ name              g(x; w)                                                      s
 Every spatial operation keeps H and W (stride 1, "same" padding), so any of them can sit on any
 edge between two image nodes of equal spatial size.  The output node of a convolutional space is
 a vector of class scores: reach it with ``gap_linear`` or ``flatten_linear``.  Batch dimensions
-are ``(batch, C, H, W)``.  Importing :mod:`bnas_pyro` registers these names.
+are ``(batch, C, H, W)``.  Importing :mod:`bnas_pyro.primitives` registers these names.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .primitives import Primitive, register_primitive
+from .registry import Primitive, register_primitive
 
 ImageSize = tuple[int, int, int]
 
@@ -188,7 +188,7 @@ def _register() -> None:
         "gap_linear": lambda i, o: ImageToVector(i, o, pooling="mean"),
         "flatten_linear": lambda i, o: ImageToVector(i, o, pooling="flatten"),
     }
-    from .primitives import available_primitives
+    from .registry import available_primitives
 
     present = set(available_primitives())
     for name, factory in factories.items():

@@ -23,16 +23,15 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .objectives import estimate_elbo
-from .result import OuterRecord, SearchResult
+from bnas_pyro.analysis.result import OuterRecord, SearchResult
+from bnas_pyro.objectives import estimate_elbo
 
-if TYPE_CHECKING:
-    from .bilevel import BilevelSearch
+from .bilevel import BilevelSearch
 
 BuildFn = Callable[[int], "BilevelSearch"]
 
@@ -61,12 +60,14 @@ class RestartReport:
     """All restarts of a search and the best one, argmax_r ELBO_r (METHOD.md section 3).
 
     ``best`` is the :class:`SearchResult` of restart ``best_index``; its ``info["restarts"]``
-    holds every record too, so it travels with the result's JSON.
+    holds every record too, so it travels with the result's JSON.  ``best_state`` is the state
+    its search ended in (``BilevelSearch.state_dict()``: a checkpoint the same resume path loads).
     """
 
     best: SearchResult
     best_index: int
     records: list[RestartRecord] = field(default_factory=list)
+    best_state: dict[str, Any] | None = None
 
     @property
     def structure(self) -> dict[str, str]:
@@ -118,6 +119,7 @@ def _run_one(build: BuildFn, index: int, seed: int, x: Tensor, y: Tensor | None,
         "history": [r.to_dict() for r in result.history],
         "wall_time": float(result.wall_time),
         "info": dict(result.info),
+        "state": search.state_dict(),
         "result": result,
     }
 
@@ -177,7 +179,7 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
                               info=dict(best["info"]))
     result.info["restarts"] = [r.to_dict() for r in records]
     result.info["best_restart"] = best_index
-    return RestartReport(result, best_index, records)
+    return RestartReport(result, best_index, records, best_state=best["state"])
 
 
 def _run_remote(*job) -> dict[str, Any]:

@@ -1,31 +1,34 @@
-"""What a search returns: the posterior over structures, the derived architecture, the history.
+"""What a search returns: the structure posterior q(Gamma), the derived architecture, the history.
 
-P_q(argmax gamma^e = l) = softmax(s_q^e)_l for a Concrete q (METHOD.md section 2), so the most
-probable discrete structure is the argmax per edge and its probability under q is the product of
-the per-edge maxima (edges are independent under q); the k most probable structures are the k
-largest products prod_e q(argmax gamma^e = l_e).  For guides without a Concrete structure part
-(e.g. Pyro's ``AutoNormal``) the per-edge probabilities are Monte Carlo frequencies of the argmax.
-
-:meth:`SearchResult.select` picks the discrete structure (argmax per edge, or the top-k incoming
-edges per node as in DARTS), :meth:`SearchResult.derive` builds it as a plain ``nn.Module`` holding
-the posterior means E_q[W] (:mod:`bnas_pyro.export`), and :meth:`SearchResult.to_json` writes the
-result, with that network, as JSON that :func:`bnas_pyro.export.load_network` rebuilds.
+:class:`SearchResult` holds the final (model, guide) and the history of the outer steps; its
+structure-posterior queries are those of :mod:`bnas_pyro.analysis.structure_posterior`
+(METHOD.md sections 2-3).  :meth:`SearchResult.select` picks the discrete structure (argmax per
+edge, or the top-k incoming edges per node as in DARTS), :meth:`SearchResult.derive` builds it as
+a plain ``nn.Module`` holding the posterior means E_q[W] (:mod:`bnas_pyro.analysis.export`), and
+:meth:`SearchResult.to_dict` / :meth:`SearchResult.to_json` write the result as versioned JSON
+(format ``bnas-pyro.search-result``) whose network :func:`bnas_pyro.analysis.export.load_network`
+rebuilds.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
-from pyro import poutine
 from torch import Tensor
 
-from bnas_pyro.models.structure_priors import structure_site
+from .complexity import prune_mask
+from .export import build_network, jsonable, network_to_dict
+from .structure_posterior import (RankedStructure, edge_probabilities, mean_gamma,
+                                  posterior_mean_weights, top_products)
+
+
+RESULT_FORMAT = "bnas-pyro.search-result"
+#: 2: ``num_structures``, optional ``history``; a run's ``result.json`` adds ``analysis``
+RESULT_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -45,100 +48,14 @@ class OuterRecord:
         return dict(self.__dict__)
 
 
-def edge_probabilities(model, guide, num_samples: int = 2000) -> dict[str, list[float]]:
-    """q(argmax gamma^e = l) for every edge: exact for a Concrete q, else Monte Carlo."""
-    space = model.space
-    structure = getattr(guide, "structure", None)
-    if structure is not None and hasattr(structure, "probabilities"):
-        with torch.no_grad():
-            return {e.name: p.tolist() for e, p in zip(space.edges, structure.probabilities())}
-    counts = {e.name: torch.zeros(len(e)) for e in space.edges}
-    x = torch.zeros((1,) + _input_shape(space))
-    with torch.no_grad():
-        for _ in range(num_samples):
-            tr = poutine.trace(guide).get_trace(x)
-            for e in space.edges:
-                if len(e) == 1:
-                    counts[e.name][0] += 1
-                else:
-                    counts[e.name][int(tr.nodes[structure_site(e.name)]["value"].argmax())] += 1
-    return {k: (v / num_samples).tolist() for k, v in counts.items()}
-
-
-def _input_shape(space) -> tuple[int, ...]:
-    size = space.nodes[space.input]
-    return size if isinstance(size, tuple) else (size,)
-
-
-@dataclass(frozen=True)
-class RankedStructure:
-    """A discrete structure (edge name -> primitive label) and its probability under q,
-    prod_e q(argmax gamma^e = l_e) (METHOD.md sections 2-3)."""
-
-    structure: dict[str, str]
-    probability: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"structure": dict(self.structure), "probability": self.probability}
-
-
-def top_products(probabilities: list[list[float]], k: int) -> list[tuple[float, tuple[int, ...]]]:
-    """The k largest products prod_e p_e[l_e] over index tuples, best first (exact, best-first search).
-
-    Each edge's probabilities are sorted once; the search starts at the tuple of per-edge maxima
-    and expands a tuple by moving one edge to its next-best entry, so it visits O(k * E) tuples
-    instead of the prod_e K_e structures.
-    """
-    if k <= 0:
-        return []
-    orders = [sorted(range(len(p)), key=lambda i, p=p: -p[i]) for p in probabilities]
-
-    def log_value(pos: tuple[int, ...]) -> float:
-        total = 0.0
-        for p, order, j in zip(probabilities, orders, pos):
-            v = p[order[j]]
-            total += math.log(v) if v > 0 else -math.inf
-        return total
-
-    start = (0,) * len(probabilities)
-    heap = [(-log_value(start), start)]
-    seen = {start}
-    out = []
-    while heap and len(out) < k:
-        neg, pos = heapq.heappop(heap)
-        out.append((math.exp(-neg), tuple(order[j] for order, j in zip(orders, pos))))
-        for e in range(len(pos)):
-            if pos[e] + 1 < len(orders[e]):
-                nxt = pos[:e] + (pos[e] + 1,) + pos[e + 1:]
-                if nxt not in seen:
-                    seen.add(nxt)
-                    heapq.heappush(heap, (-log_value(nxt), nxt))
-    return out
-
-
-def posterior_mean_weights(model, guide, num_samples: int = 1000) -> Tensor:
-    """E_q[W] at gamma = 1: ``guide.weight_mean()`` when the guide has it, else a Monte Carlo
-    mean of the guide's ``weights`` site (``num_samples`` draws)."""
-    fn = getattr(guide, "weight_mean", None)
-    if callable(fn):
-        return fn().detach()
-    from bnas_pyro.models.weight_priors import WEIGHT_SITE
-
-    like = model.hyper.log_precision
-    x = torch.zeros((1,) + _input_shape(model.space), dtype=like.dtype, device=like.device)
-    with torch.no_grad():
-        draws = [poutine.trace(guide).get_trace(x).nodes[WEIGHT_SITE]["value"]
-                 for _ in range(num_samples)]
-    return torch.stack(draws).mean(0)
-
-
 @dataclass
 class SearchResult:
-    """The outcome of a :class:`~bnas_pyro.bilevel.BilevelSearch` run.
+    """The outcome of a :class:`~bnas_pyro.search.bilevel.BilevelSearch` run.
 
     Attributes: ``model`` (with the final h), ``guide`` (the final q), ``history`` (one
     :class:`OuterRecord` per outer step), ``wall_time`` in seconds, ``info`` (the strategy's
-    name; ``"restarts"``: every restart's structure and ELBO, see :mod:`bnas_pyro.restarts`).
+    name; ``"restarts"``: every restart's structure and ELBO, see :mod:`bnas_pyro.search.restarts`;
+    ``"enumeration"``: the runs of the ``enumerate`` mode, see :mod:`bnas_pyro.search.enumeration`).
 
     The structure posterior (METHOD.md sections 2-3): :attr:`structure` and
     :attr:`structure_probability` (argmax per edge, prod_e max_l q(argmax gamma^e = l)),
@@ -187,29 +104,7 @@ class SearchResult:
         The "mean weight" of each primitive under q, as in the thesis's figures: unlike
         q(argmax gamma = l) it also reflects how close to a vertex the relaxed gamma is.
         """
-        space = self.space
-        like = self.model.hyper.log_precision
-        x = torch.zeros((1,) + _input_shape(space), dtype=like.dtype, device=like.device)
-        sums = {e.name: torch.zeros(len(e), dtype=torch.float64) for e in space.edges}
-        structure = getattr(self.guide, "structure", None)
-        with torch.no_grad():
-            if structure is not None and hasattr(structure, "distribution"):
-                for e, edge in enumerate(space.edges):
-                    if len(edge) == 1:
-                        sums[edge.name] += num_samples
-                        continue
-                    draws = structure.distribution(e).sample((num_samples,))
-                    sums[edge.name] += draws.exp().sum(0).double().cpu()
-            else:
-                for _ in range(num_samples):
-                    tr = poutine.trace(self.guide).get_trace(x)
-                    for edge in space.edges:
-                        if len(edge) == 1:
-                            sums[edge.name] += 1
-                        else:
-                            v = tr.nodes[structure_site(edge.name)]["value"]
-                            sums[edge.name] += v.exp().double().cpu()
-        return {k: (v / num_samples).tolist() for k, v in sums.items()}
+        return mean_gamma(self.model, self.guide, num_samples)
 
     def select(self, rule: Literal["argmax", "topk"] = "argmax", k: int = 2
                ) -> dict[str, str | None]:
@@ -283,18 +178,14 @@ class SearchResult:
         (0 on dropped edges); its parameters are ordinary ``nn.Parameter`` values, ready to
         retrain.  ``prune_threshold``: weights whose relative variational density
         rho = exp(-mu^2 / (2 sigma^2)) reaches it are set to 0 (METHOD.md section 4).
-        Returns a :class:`bnas_pyro.export.DerivedNetwork`.
+        Returns a :class:`bnas_pyro.analysis.export.DerivedNetwork`.
         """
-        from .export import build_network
-
         choice = dict(structure) if structure is not None else self.select(rule, k)
         weights = self.posterior_mean().clone()
         metadata: dict[str, Any] = {"structure": {k2: v for k2, v in choice.items()},
                                     "probability": self.probability_of(choice),
                                     "rule": "given" if structure is not None else rule}
         if prune_threshold is not None:
-            from .complexity import prune_mask
-
             keep = prune_mask(self.model, self.guide, prune_threshold).to(weights.device)
             weights = torch.where(keep, weights, torch.zeros_like(weights))
             metadata["prune_threshold"] = float(prune_threshold)
@@ -305,22 +196,24 @@ class SearchResult:
     @property
     def restarts(self) -> list[dict[str, Any]]:
         """Every restart's structure and ELBO when the result comes from
-        :func:`bnas_pyro.restarts.run_restarts` (empty otherwise)."""
+        :func:`bnas_pyro.search.restarts.run_restarts` (empty otherwise)."""
         return list(self.info.get("restarts", []))
 
     # ------------------------------------------------------------------ export
     def to_dict(self, rule: Literal["argmax", "topk"] = "argmax", k: int = 2, top: int = 5,
-                include_network: bool = True) -> dict[str, Any]:
-        """Everything worth keeping as plain data: the space, the chosen structure and its
-        probability, the per-edge probabilities, the ``top`` structures, the final coefficients
-        and hyperparameters, the restarts, and (``include_network``) the derived network."""
-        from .export import _jsonable, network_to_dict
-
+                include_network: bool = True, include_history: bool = False) -> dict[str, Any]:
+        """Everything worth keeping as plain data (format ``bnas-pyro.search-result``, version
+        :data:`RESULT_FORMAT_VERSION`): the space, the chosen structure and its probability, the
+        per-edge probabilities, the ``top`` structures, the final coefficients and
+        hyperparameters, ``info`` (the strategy; restarts and enumeration runs when the result
+        comes from them), and on request the derived network and the history of the outer steps.
+        A run directory's ``result.json`` is this dictionary with an ``analysis`` block."""
         choice = self.select(rule, k)
         last = self.history[-1] if self.history else None
         out: dict[str, Any] = {
-            "format": "bnas-pyro.search-result", "version": 1,
+            "format": RESULT_FORMAT, "version": RESULT_FORMAT_VERSION,
             "space": self.space.to_dict(),
+            "num_structures": self.space.num_structures,
             "rule": rule, "k": k if rule == "topk" else None,
             "structure": choice,
             "probability": self.probability_of(choice),
@@ -330,15 +223,17 @@ class SearchResult:
             "hyper": None if last is None else dict(last.hyper),
             "final_L": self.final_L, "final_Q": self.final_Q,
             "wall_time": self.wall_time,
-            "info": _jsonable({k2: v for k2, v in self.info.items()}),
+            "info": jsonable({k2: v for k2, v in self.info.items()}),
         }
+        if include_history:
+            out["history"] = [r.to_dict() for r in self.history]
         if include_network:
             out["network"] = network_to_dict(self.derive(rule=rule, k=k))
         return out
 
     def to_json(self, path: "str | Path | None" = None, indent: int | None = 1, **kwargs) -> str:
         """:meth:`to_dict` as JSON; written to ``path`` when given.  Load the network back with
-        :func:`bnas_pyro.export.load_network` (path, text or dict)."""
+        :func:`bnas_pyro.analysis.export.load_network` (path, text or dict)."""
         text = json.dumps(self.to_dict(**kwargs), indent=indent, allow_nan=True)
         if path is not None:
             Path(path).write_text(text)
@@ -346,7 +241,7 @@ class SearchResult:
 
     # ------------------------------------------------------------------ analysis
     def to_inference_data(self, **kwargs):
-        """ArviZ InferenceData of the posterior (see :mod:`bnas_pyro.posterior`)."""
-        from .posterior import to_inference_data
+        """ArviZ InferenceData of the posterior (see :mod:`bnas_pyro.analysis.arviz_data`)."""
+        from .arviz_data import to_inference_data
 
         return to_inference_data(self, **kwargs)

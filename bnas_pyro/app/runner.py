@@ -1,0 +1,238 @@
+"""One structure search from a :class:`~bnas_pyro.app.config.RunConfig` to a filled run directory.
+
+:func:`run_search` is what ``bnas-pyro search`` and ``make demo`` run, in five stages:
+
+1. **build** (:mod:`bnas_pyro.app.builders`): load and split the data set, build the space, the
+   Pyro model, the guide and the mode;
+2. **drive** (:mod:`bnas_pyro.app.drivers`): one :class:`~bnas_pyro.search.bilevel.BilevelSearch`,
+   several restarts, or the runs of ``enumerate``; each returns one
+   :class:`~bnas_pyro.analysis.result.SearchResult` and the search state for ``checkpoint.pt``;
+3. **analyse** (:func:`analyse`): the supernet's posterior predictive on the test split, the ELBO,
+   C_param and C_struct, the relative densities rho, PSIS-LOO, ArviZ InferenceData;
+4. **retrain** (:func:`retrain`): the chosen structure as a plain network, retrained on train
+   (+ validation) and scored on the test split;
+5. **write** (:mod:`bnas_pyro.app.run_directory`): ``result.json`` is the result's
+   :meth:`~bnas_pyro.analysis.result.SearchResult.to_dict` with an ``analysis`` block (one
+   versioned schema), and the network, posterior and plots beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from bnas_pyro.analysis.arviz_data import loo as psis_loo
+from bnas_pyro.analysis.arviz_data import to_inference_data
+from bnas_pyro.analysis.complexity import (parametric_complexity, relative_density,
+                                           structural_complexity)
+from bnas_pyro.analysis.export import build_network
+from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
+from bnas_pyro.analysis.result import SearchResult
+from bnas_pyro.data import SplitData
+from bnas_pyro.objectives import estimate_elbo
+from bnas_pyro.search.darts import collapse_statistics, residual_std, train_network
+from bnas_pyro.search_space import SearchSpace
+
+from .builders import SearchParts, build_parts
+from .config import RunConfig
+from .drivers import Driven, drive
+from .run_directory import new_run_dir, write_config, write_run
+
+
+# ------------------------------------------------------------------------------ analyse
+def complexity_measures(model, guide) -> dict[str, float]:
+    """C_param and C_struct (METHOD.md section 4, :mod:`bnas_pyro.analysis.complexity`)."""
+    return {"c_param": float(parametric_complexity(model, guide)),
+            "c_struct": float(structural_complexity(model, guide))}
+
+
+def relative_densities(model, guide) -> Tensor:
+    """rho = exp(-mu^2 / (2 sigma^2)) of every weight
+    (:func:`bnas_pyro.analysis.complexity.relative_density`)."""
+    return torch.as_tensor(relative_density(model, guide)).detach().flatten()
+
+
+def histogram(values: Tensor, bins: int = 50) -> dict[str, Any]:
+    """Counts of ``values`` (clamped to [0, 1]) in ``bins`` equal bins, for the rho plot."""
+    v = values.double().clamp(0, 1).cpu()
+    counts = torch.histc(v, bins=bins, min=0.0, max=1.0)
+    return {"bin_edges": torch.linspace(0, 1, bins + 1).tolist(), "counts": counts.tolist(),
+            "num_weights": int(v.numel()), "fraction_over_0.5": float((v > 0.5).double().mean()),
+            "mean": float(v.mean())}
+
+
+@dataclass
+class Analysis:
+    """What the analysis of q gives: the figures for ``result.json`` and the InferenceData."""
+
+    supernet_test: dict[str, float]
+    figures: dict[str, Any]
+    idata: Any
+
+
+def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysis:
+    """The supernet's test metrics under q, the ELBO, C_param, C_struct, rho, PSIS-LOO."""
+    a = config.analysis
+    model, guide = result.model, result.guide
+    supernet_test = evaluate_bayesian(model, guide, data.x_test, data.y_test, data.task,
+                                      num_draws=a.predictive_draws, y_std=data.y_std)
+    elbo, elbo_se = estimate_elbo(model, guide, data.x_train, data.y_train,
+                                  num_particles=min(50, a.predictive_draws))
+    complexity = complexity_measures(model, guide)
+    rho = relative_densities(model, guide)
+    idata = to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
+                              num_chains=a.chains, seed=config.seed)
+    loo = psis_loo(idata, pointwise=True)
+    figures = {
+        "elbo": elbo, "elbo_se": elbo_se,
+        "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
+        "c_param": complexity["c_param"], "c_struct": complexity["c_struct"],
+        "rho_histogram": histogram(rho),
+        "loo": {"elpd_loo": float(loo.elpd_loo), "se": float(loo.se), "p_loo": float(loo.p_loo),
+                "pareto_k_max": float(loo.pareto_k.max()),
+                "pareto_k_over_0.7": int((loo.pareto_k > 0.7).sum())},
+    }
+    return Analysis(supernet_test, figures, idata)
+
+
+# ------------------------------------------------------------------------------ retrain
+def derive_network(result: SearchResult, space: SearchSpace, structure: dict[str, str], seed: int,
+                   init: str = "scratch") -> tuple[nn.Module, str]:
+    """The chosen structure as a plain module.
+
+    ``init="posterior_mean"``: ``result.derive(structure)`` (E_q[W],
+    :mod:`bnas_pyro.analysis.export`); ``"scratch"``: the same network class with weights drawn
+    afresh, N(0, init_std) per primitive (the same distribution as the guides' initial means),
+    seeded by ``seed`` (:func:`bnas_pyro.analysis.export.build_network`).
+    """
+    if init == "posterior_mean":
+        return result.derive(structure), "posterior_mean"
+    gen = torch.Generator().manual_seed(seed)
+    std = result.model.layout.init_std
+    weights = (torch.randn(std.shape, generator=gen) * std).to(result.model.hyper.log_precision)
+    return build_network(space, dict(structure), weights, {"structure": dict(structure),
+                                                           "init": "scratch", "seed": seed}), "scratch"
+
+
+@dataclass
+class Retrained:
+    """The derived, retrained network and its test metrics (``None`` / empty when disabled)."""
+
+    network: nn.Module | None
+    init: str | None
+    test: dict[str, float]
+
+
+def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: SearchResult) -> Retrained:
+    """Derive the chosen structure, retrain it on train (+ validation), score it on test."""
+    if not config.retrain.enabled:
+        return Retrained(None, None, {})
+    structure = result.structure
+    network, init = derive_network(result, space, structure, config.seed, config.retrain.init)
+    network = network.to(device=data.x_train.device, dtype=data.x_train.dtype)
+    r = config.retrain
+    x_fit, y_fit = data.x_train, data.y_train
+    if r.use_validation:
+        x_fit, y_fit = torch.cat([x_fit, data.x_val]), torch.cat([y_fit, data.y_val])
+    train_network(network, x_fit, y_fit, data.task, epochs=r.epochs, batch_size=r.batch_size,
+                  lr=r.lr, weight_decay=r.weight_decay, seed=config.seed)
+    noise = residual_std(network, x_fit, y_fit) if data.task == "regression" else None
+    test = evaluate_network(network, data.x_test, data.y_test, data.task, noise_std=noise,
+                            y_std=data.y_std)
+    return Retrained(network, init, test)
+
+
+# ------------------------------------------------------------------------------ the run
+@dataclass
+class RunOutcome:
+    """Everything a run produced (the run directory holds the same, on disk).
+
+    ``summary`` is the content of ``result.json``: ``result.to_dict()`` with an ``analysis``
+    block (data, metrics, collapse statistics, LOO, rho histogram, timings).
+    """
+
+    run_dir: Path
+    config: RunConfig
+    data: SplitData
+    result: SearchResult
+    summary: dict[str, Any]
+    network: nn.Module | None = None
+    idata: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retrained: Retrained,
+                timings: dict[str, float], wall_time: float) -> dict[str, Any]:
+    """``result.json``: the result's ``to_dict()`` and the ``analysis`` block."""
+    config, data, result = parts.config, parts.data, driven.result
+    headline = retrained.test if retrained.test else analysis.supernet_test
+    metrics: dict[str, Any] = {f"test_{k}": v for k, v in headline.items()}
+    metrics.update({f"supernet_test_{k}": v for k, v in analysis.supernet_test.items()})
+    fig = analysis.figures
+    metrics.update({k: fig[k] for k in ("elbo", "elbo_se", "elpd_loo", "elpd_loo_se",
+                                        "c_param", "c_struct")})
+    metrics.update({"wall_time": wall_time, "search_wall_time": timings["search"]})
+    summary = result.to_dict(top=config.analysis.top_k, include_network=False,
+                             include_history=True)
+    summary["info"].setdefault("strategy", parts.strategy)
+    summary["analysis"] = {
+        "data": {"name": data.name, "task": data.task, "sizes": data.sizes,
+                 "input_shape": list(data.input_shape), "n_classes": data.n_classes},
+        "mode": config.search.mode,
+        "metrics": metrics,
+        "metrics_source": "derived network, retrained" if retrained.test else "supernet under q",
+        "derived": {"init": retrained.init,
+                    "retrain_epochs": config.retrain.epochs if retrained.network else 0},
+        "collapse": collapse_statistics(parts.space, result.structure),
+        "rho_histogram": fig["rho_histogram"],
+        "loo": fig["loo"],
+        "timings": dict(timings),
+        "validation_metric": driven.callback.metric,
+    }
+    return summary
+
+
+def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
+               log: Callable[[str], None] = print) -> RunOutcome:
+    """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
+    start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        parts = build_parts(config)
+        directory = new_run_dir(config) if run_dir is None else Path(run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_config(config, directory)
+        log(f"data: {parts.data.summary()}")
+        log(f"space: {parts.space.num_structures} structures, "
+            f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
+        t0 = time.perf_counter()
+        driven = drive(parts, directory, progress)
+        t1 = time.perf_counter()
+        analysis = analyse(config, parts.data, driven.result)
+        t2 = time.perf_counter()
+        retrained = retrain(config, parts.data, parts.space, driven.result)
+        t3 = time.perf_counter()
+        timings = {"search": t1 - t0, "analysis": t2 - t1, "retrain": t3 - t2}
+        summary = run_summary(parts, driven, analysis, retrained, timings,
+                              time.perf_counter() - start)
+        outcome = RunOutcome(directory, config, parts.data, driven.result, summary,
+                             retrained.network, analysis.idata)
+        write_run(outcome)
+        summary["analysis"]["metrics"]["wall_time"] = time.perf_counter() - start
+        write_run(outcome, draw=False, posterior=False)
+        outcome.timings = dict(timings, total=summary["analysis"]["metrics"]["wall_time"])
+        return outcome
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+__all__ = ["Analysis", "Retrained", "RunOutcome", "analyse", "complexity_measures",
+           "derive_network", "histogram", "relative_densities", "retrain", "run_search",
+           "run_summary"]
