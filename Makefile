@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m bnas_pyro.app.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 reproduce: $(STAMP)
 	$(PY) -m pytest -q -m slow

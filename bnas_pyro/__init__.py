@@ -25,7 +25,8 @@ from bnas_pyro.hyperparameters import HyperParameters
 from bnas_pyro.inference import InnerLoop, MinibatchSampler, fit
 from bnas_pyro.modes import get_mode
 from bnas_pyro.objectives import ElboTerms, ScaledELBO, estimate_elbo, outer_objective, trace_terms
-from bnas_pyro.primitives import Primitive, available_primitives, build_primitive, register_primitive
+from bnas_pyro.primitives import (Primitive, available_primitives, build_primitive,
+                                  register_primitive)
 from bnas_pyro.search.bilevel import BilevelSearch
 from bnas_pyro.search.enumeration import run_enumeration
 from bnas_pyro.search.restarts import RestartReport, run_restarts

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bnas_pyro.registry import Registry
+
 Task = Literal["classification", "regression"]
 
 
@@ -166,14 +168,13 @@ class DatasetInfo:
     standardize_default: bool = True
 
 
-_DATASETS: dict[str, DatasetInfo] = {}
+#: every data set by name
+DATASETS: Registry[DatasetInfo] = Registry("data set")
 
 
 def register_dataset(info: DatasetInfo, overwrite: bool = False) -> None:
     """Add a data set to the registry (``bnas-pyro list`` shows it; configs may name it)."""
-    if info.name in _DATASETS and not overwrite:
-        raise ValueError(f"data set {info.name!r} is already registered")
-    _DATASETS[info.name] = info
+    DATASETS.register(info.name, info, overwrite=overwrite)
 
 
 for _info in (
@@ -198,14 +199,12 @@ for _info in (
 
 
 def available_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown data set {name!r}; available: {', '.join(available_datasets())}") from None
+    """The registered data set ``name`` (unknown names raise ``KeyError``)."""
+    return DATASETS.get(name)
 
 
 # ---------------------------------------------------------------------------- splitting

@@ -24,6 +24,7 @@ import inspect
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.registry import Registry
 from bnas_pyro.structure_targets import StructureDistribution, StructureMixture, StructureTarget
 
 RampKind = Literal["geometric", "linear"]
@@ -411,29 +412,22 @@ class EnumerateMode(Mode):
 # ---------------------------------------------------------------------------- registry
 ModeFactory = Callable[..., Mode]
 
-_MODES: dict[str, ModeFactory] = {
-    "evidence": evidence,
-    "grow": grow,
-    "prune": prune,
-    "enumerate": EnumerateMode,
-    "ml": maximum_likelihood,
-    "map": map_estimate,
-    "holdout": holdout,
-}
+#: every mode by name: ``factory(base=Coefficients, **options) -> Mode``
+MODES: Registry[ModeFactory] = Registry("mode")
+for _name, _factory in (("evidence", evidence), ("grow", grow), ("prune", prune),
+                        ("enumerate", EnumerateMode), ("ml", maximum_likelihood),
+                        ("map", map_estimate), ("holdout", holdout)):
+    MODES.register(_name, _factory)
 _ALIASES = {"maximum_likelihood": "ml", "hold-out": "holdout", "hold_out": "holdout"}
 
 
 def register_mode(name: str, factory: ModeFactory, *, overwrite: bool = False) -> None:
     """Add a mode by name: ``factory(base=Coefficients, **options) -> Mode`` (or any schedule)."""
-    if not name or not isinstance(name, str):
-        raise ValueError(f"mode name must be a non-empty string, got {name!r}")
-    if name in _MODES and not overwrite:
-        raise ValueError(f"mode {name!r} is already registered (pass overwrite=True)")
-    _MODES[name] = factory
+    MODES.register(name, factory, overwrite=overwrite)
 
 
 def available_modes() -> list[str]:
-    return sorted(_MODES)
+    return MODES.names()
 
 
 def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
@@ -445,10 +439,7 @@ def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
     other options go to the mode's factory, e.g. ``get_mode("prune", start=0.1, end=100)``.
     """
     name = _ALIASES.get(name, name)
-    try:
-        factory = _MODES[name]
-    except KeyError:
-        raise ValueError(f"unknown mode {name!r}; available: {', '.join(available_modes())}") from None
+    factory = MODES.get(name)
     base_c = None if base is None else _base(base)
     if name == "enumerate":
         if anneal_to is not None:
@@ -461,7 +452,7 @@ def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
 
 
 __all__ = [
-    "Annealed", "CoefficientSchedule", "Constant", "Custom", "EnumerateMode", "Mode", "Ramp",
+    "MODES", "Annealed", "CoefficientSchedule", "Constant", "Custom", "EnumerateMode", "Mode", "Ramp",
     "Schedule", "ScheduleLike", "anneal", "as_schedule", "available_modes", "custom", "evidence",
     "get_mode", "grow", "holdout", "map_estimate", "maximum_likelihood", "progress", "prune",
     "ramp", "register_mode",

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
 from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
+from torch.distributions import kl_divergence
 
 from bnas_pyro import distributions as _registers_kl  # noqa: F401  (KL registrations)
 from bnas_pyro.coefficients import Coefficients

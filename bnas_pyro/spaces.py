@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from bnas_pyro.primitives import conv as _registers_conv  # noqa: F401  (registers the conv names)
+from bnas_pyro.registry import Registry
 from bnas_pyro.search_space import SearchSpace, SearchSpaceError
 
 MLP_INPUT_PRIMITIVES = ("relu", "tanh", "linear")
@@ -107,33 +107,30 @@ def _conv_for(data, **options) -> SearchSpace:
     return conv_cell_space(data.input_shape, data.output_size, **options)
 
 
-_SPACES: dict[str, tuple[SpaceFactory, str]] = {
-    "mlp_cell": (_mlp_for, "multi-node MLP cell for tabular data (options: hidden, nodes, "
-                           "input_primitives, hidden_primitives, output_primitives)"),
-    "conv_cell": (_conv_for, "DARTS-like convolutional cell for images (options: channels, nodes, "
-                             "primitives, head)"),
-}
+#: every search space by name: (factory(data, **options), one-line description)
+SPACES: Registry[tuple[SpaceFactory, str]] = Registry("search space")
 
 
 def register_space(name: str, factory: SpaceFactory, description: str = "",
                    overwrite: bool = False) -> None:
     """Register ``factory(data, **options) -> SearchSpace`` under ``name``."""
-    if name in _SPACES and not overwrite:
-        raise ValueError(f"search space {name!r} is already registered")
-    _SPACES[name] = (factory, description)
+    SPACES.register(name, (factory, description), overwrite=overwrite)
+
+
+register_space("mlp_cell", _mlp_for, "multi-node MLP cell for tabular data (options: hidden, "
+               "nodes, input_primitives, hidden_primitives, output_primitives)")
+register_space("conv_cell", _conv_for, "DARTS-like convolutional cell for images (options: "
+               "channels, nodes, primitives, head)")
 
 
 def available_spaces() -> dict[str, str]:
     """Registered space names and their one-line descriptions."""
-    return {k: v[1] for k, v in sorted(_SPACES.items())}
+    return {name: SPACES.get(name)[1] for name in SPACES.names()}
 
 
 def build_space(name: str, data, **options) -> SearchSpace:
     """The space ``name`` sized for ``data`` (a :class:`~bnas_pyro.data.SplitData`)."""
-    try:
-        factory = _SPACES[name][0]
-    except KeyError:
-        raise KeyError(f"unknown search space {name!r}; available: {', '.join(sorted(_SPACES))}") from None
+    factory = SPACES.get(name)[0]
     return factory(data, **options)
 
 

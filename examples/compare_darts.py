@@ -30,13 +30,21 @@ from typing import Any
 
 import torch
 
-from bnas_pyro.search.darts import (DartsSearch, collapse_statistics, discrete_network, residual_std,
-                                 train_network)
-from bnas_pyro.search.bilevel import BilevelSearch
-from bnas_pyro.app.config import default_config
+from bnas_pyro.analysis.collapse import collapse_statistics
 from bnas_pyro.analysis.metrics import evaluate_network
-from bnas_pyro.app.builders import (build_data, build_guide, build_model, build_search_space,
-                                    make_schedule, outer_and_inner_steps, search_strategy)
+from bnas_pyro.app.builders import (
+    build_data,
+    build_guide,
+    build_model,
+    build_search_space,
+    make_schedule,
+    outer_and_inner_steps,
+    search_strategy,
+)
+from bnas_pyro.app.config import default_config
+from bnas_pyro.search.bilevel import BilevelSearch
+from bnas_pyro.search.darts import DartsSearch
+from bnas_pyro.training import discrete_network, residual_std, train_network
 
 SPACES = {
     "mlp": {"data.name": "digits", "space.name": "mlp_cell"},

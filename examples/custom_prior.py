@@ -24,7 +24,8 @@ import torch
 
 from bnas_pyro import Coefficients, SearchSpace, estimate_elbo, fit
 from bnas_pyro.guides import MeanFieldGuide
-from bnas_pyro.models import WEIGHT_SITE, BayesianSupernet, NormalLikelihood, concrete, structure_site
+from bnas_pyro.models import (WEIGHT_SITE, BayesianSupernet, NormalLikelihood, concrete,
+                              structure_site)
 
 
 def laplace_weight_prior(model: BayesianSupernet, log_gammas) -> torch.Tensor:

@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.polynomial import legendre as np_legendre
 import torch
+from numpy.polynomial import legendre as np_legendre
 from torch import Tensor
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, run_restarts

@@ -14,9 +14,9 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoGuideList, AutoNormal
 
 from bnas_pyro import Coefficients, SearchSpace, estimate_elbo, fit
+from bnas_pyro.analysis.result import edge_probabilities
 from bnas_pyro.guides import ConcreteStructureGuide, DeltaGuide, FullRankGuide, MeanFieldGuide
 from bnas_pyro.models import WEIGHT_SITE, BayesianSupernet, NormalLikelihood
-from bnas_pyro.analysis.result import edge_probabilities
 
 
 def make_data(seed: int = 0):

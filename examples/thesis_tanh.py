@@ -35,11 +35,10 @@ import torch
 from torch import Tensor
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, StructureDistribution
-from bnas_pyro.primitives import subset as extra_primitives
+from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.guides import MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
-from bnas_pyro.analysis.result import SearchResult
 
 NUM_FEATURES = 11          # x[0..10] ~ N(0, 1); x[11] = 1
 NOISE_STD = 0.5

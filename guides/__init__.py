@@ -3,43 +3,37 @@
 Any callable with the model's signature ``(x, y=None, num_data=None)`` that samples the same sites
 works as a guide."""
 
+from bnas_pyro.registry import Registry
+
 from .delta import DeltaGuide
 from .full_rank import FullRankGuide
 from .mean_field import MeanFieldGuide
 from .multistart import MultistartGuide
 from .structure import ConcreteStructureGuide
 
-#: the guides a configuration names (``search.guide``), by name
-_GUIDES: dict[str, type] = {
-    "mean_field": MeanFieldGuide,
-    "full_rank": FullRankGuide,
-    "delta": DeltaGuide,
-    "multistart": MultistartGuide,
-}
+#: the guides a configuration names (``search.guide``), by name: ``factory(model, **options)``
+GUIDES: Registry[type] = Registry("guide")
+for _name, _guide in (("mean_field", MeanFieldGuide), ("full_rank", FullRankGuide),
+                      ("delta", DeltaGuide), ("multistart", MultistartGuide)):
+    GUIDES.register(_name, _guide)
 
 
 def register_guide(name: str, factory: type, *, overwrite: bool = False) -> None:
     """Add a guide by name: ``factory(model, **options)`` returns the guide."""
-    if not name or not isinstance(name, str):
-        raise ValueError(f"guide name must be a non-empty string, got {name!r}")
-    if name in _GUIDES and not overwrite:
-        raise ValueError(f"guide {name!r} is already registered (pass overwrite=True)")
-    _GUIDES[name] = factory
+    GUIDES.register(name, factory, overwrite=overwrite)
 
 
 def available_guides() -> list[str]:
-    return list(_GUIDES)
+    """The guide names, in the order they were registered (the built-in ones first)."""
+    return list(GUIDES)
 
 
 def guide_class(name: str) -> type:
     """The guide registered under ``name``; unknown names raise ``KeyError`` naming the choices."""
-    try:
-        return _GUIDES[name]
-    except KeyError:
-        raise KeyError(f"unknown guide {name!r}; available: {', '.join(sorted(_GUIDES))}") from None
+    return GUIDES.get(name)
 
 
 __all__ = [
-    "ConcreteStructureGuide", "DeltaGuide", "FullRankGuide", "MeanFieldGuide", "MultistartGuide",
-    "available_guides", "guide_class", "register_guide",
+    "GUIDES", "ConcreteStructureGuide", "DeltaGuide", "FullRankGuide", "MeanFieldGuide",
+    "MultistartGuide", "available_guides", "guide_class", "register_guide",
 ]

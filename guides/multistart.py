@@ -30,10 +30,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 from torch.distributions import Distribution, register_kl
 
-from bnas_pyro.entropy import (
-    StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe, power_iteration,
-    step_size_message, step_size_violated,
-)
+from bnas_pyro.entropy import (StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe,
+                               power_iteration, step_size_message, step_size_violated)
 from bnas_pyro.inference import MinibatchSampler
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 from bnas_pyro.objectives import ElboTerms, trace_terms

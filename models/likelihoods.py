@@ -6,7 +6,6 @@ Pyro scales the log-likelihood by num_data / batch: an unbiased estimate of the 
 
 from __future__ import annotations
 
-
 import pyro
 import pyro.distributions as dist
 import torch

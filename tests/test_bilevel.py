@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
-from bnas_pyro.hypergradients import available_strategies
 from bnas_pyro.guides import MeanFieldGuide
+from bnas_pyro.hypergradients import available_strategies
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 
 STRATEGIES = ["joint", "greedy", "drmad", "hoag", "unrolled", "random"]
@@ -124,3 +124,58 @@ def test_fixed_noise_makes_the_objectives_deterministic():
     fresh = make_search("joint")
     fresh.prepare(x, y)
     assert value(fresh) != value(fresh)
+
+
+# ---------------------------------------------------------------------------- the seams
+def test_the_search_is_what_a_strategy_may_use():
+    from bnas_pyro.hypergradients import SearchState
+
+    search = make_search("greedy")
+    assert isinstance(search, SearchState)
+    assert search.hyper_names() == [n for n, p in search.model.hyper.named_parameters()
+                                    if p.requires_grad]
+
+
+def test_lr_schedule_factor_sets_both_step_sizes_at_every_outer_step():
+    x, y = data()
+    seen = []
+
+    def record_lr(search, record):
+        seen.append((search.inner_optimizer.param_groups[0]["lr"],
+                     search.hyper_optimizer.param_groups[0]["lr"]))
+
+    search = make_search("joint", lr_schedule=lambda k, n: 0.5 ** k, callbacks=[record_lr])
+    search.run(x, y)
+    assert seen == [pytest.approx((5e-3 * 0.5 ** k, 0.05 * 0.5 ** k)) for k in range(6)]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_search("joint", lr_schedule=lambda k, n: float("nan")).run(x, y)
+
+
+def test_lr_schedule_torch_scheduler_is_stepped_and_resumed(tmp_path):
+    x, y = data()
+    make = lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)  # noqa: E731
+    reference = make_search("greedy", lr_schedule=make)
+    ref = reference.run(x, y)
+    # StepLR: the step sizes fall by 10 after outer steps 2 and 4 (6 steps in all)
+    assert reference.inner_optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** 3)
+    assert reference.hyper_optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.1 ** 3)
+    killed = make_search("greedy", lr_schedule=make, checkpoint_dir=tmp_path, checkpoint_every=2,
+                         callbacks=[kill_at(3)])
+    with pytest.raises(Killed):
+        killed.run(x, y)
+    resumed = make_search("greedy", lr_schedule=make, checkpoint_dir=tmp_path, checkpoint_every=2)
+    out = resumed.run(x, y, resume=True)
+    for a, b in zip(ref.model.hyper.parameters(), out.model.hyper.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.inner_optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** 3)
+    with pytest.raises(TypeError, match="LRScheduler"):
+        make_search("joint", lr_schedule=lambda optimizer: 0.5)
+
+
+def test_comb_targets_are_checked_by_position():
+    from bnas_pyro.structure_targets import StructureDistribution
+
+    with pytest.raises(TypeError, match=r"comb_targets\[1\] is a dict"):
+        make_search("joint", comb_targets=[StructureDistribution({"x->y": [0.9, 0.1]}), {"x->y": 1}])
+    with pytest.raises(ValueError, match="edge 'x->z'"):
+        make_search("joint", comb_targets=[StructureDistribution({"x->z": [0.9, 0.1]})])

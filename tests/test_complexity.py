@@ -14,12 +14,12 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
 from bnas_pyro.analysis.complexity import (informative_parameters, optimal_precision, parameter_kl,
-                                  parametric_complexity, prune_mask, relative_density,
-                                  structural_complexity)
+                                           parametric_complexity, prune_mask, relative_density,
+                                           structural_complexity)
+from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.guides import FullRankGuide, MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood, concrete_log_density
 from bnas_pyro.models.weight_priors import GaussianWeightPrior
-from bnas_pyro.analysis.result import SearchResult
 
 POLY = [{"name": "poly", "degree": d} for d in range(4)]
 

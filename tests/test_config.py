@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
-from bnas_pyro.app.config import (ConfigError, RunConfig, config_from_dict, default_config, dump_config,
-                              load_config)
+from bnas_pyro.app.config import (ConfigError, RunConfig, config_from_dict, default_config,
+                                  dump_config, load_config)
 
 
 def _error(data) -> ConfigError:
@@ -114,3 +114,22 @@ def test_guide_options_are_checked_before_the_search():
     with pytest.raises(ConfigError) as info:
         build_guide(c, model, data)
     assert info.value.key == "search.guide_options" and "init_scael" in str(info.value)
+
+
+def test_the_guide_registry_lives_beside_the_guides():
+    from bnas_pyro import guides
+
+    assert guides.available_guides() == ["mean_field", "full_rank", "delta", "multistart"]
+    assert guides.guide_class("delta") is guides.DeltaGuide
+    with pytest.raises(KeyError, match="unknown guide 'nope'; available: delta, full_rank"):
+        guides.guide_class("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        guides.register_guide("delta", guides.MeanFieldGuide)
+    guides.register_guide("mean_field_again", guides.MeanFieldGuide)
+    try:
+        config = config_from_dict({"search": {"guide": "mean_field_again"}})
+        assert config.search.guide == "mean_field_again"
+    finally:
+        guides.GUIDES.unregister("mean_field_again")
+    with pytest.raises(ConfigError, match="search.guide"):
+        config_from_dict({"search": {"guide": "mean_field_again"}})

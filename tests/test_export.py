@@ -15,10 +15,10 @@ from torch import nn
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, load_network, register_primitive
 from bnas_pyro.analysis.export import network_from_dict, network_to_dict
+from bnas_pyro.analysis.result import SearchResult, top_products
 from bnas_pyro.guides import MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 from bnas_pyro.primitives import available_primitives
-from bnas_pyro.analysis.result import SearchResult, top_products
 
 if "test_mlp2" not in available_primitives():
     # an nn.Module primitive (its parameter names contain dots: "0.weight")

@@ -23,10 +23,10 @@ from pyro import poutine
 from scipy.optimize import minimize
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
-from bnas_pyro.random_state import RandomState
 from bnas_pyro.guides import DeltaGuide, MeanFieldGuide
 from bnas_pyro.hypergradients import HoagStrategy, conjugate_gradient
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
+from bnas_pyro.random_state import RandomState
 
 DTYPE = torch.float64
 BETA = 4.0

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from bnas_pyro import SearchSpace
-from bnas_pyro.guides import DeltaGuide
 from bnas_pyro.analysis.metrics import (classification_metrics, evaluate_bayesian, evaluate_network,
-                               expected_calibration_error, posterior_predictive, regression_metrics)
+                                        expected_calibration_error, posterior_predictive,
+                                        regression_metrics)
+from bnas_pyro.guides import DeltaGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 
 

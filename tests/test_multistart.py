@@ -19,9 +19,8 @@ import torch
 from closed_form import log_evidence, posterior_precision
 
 from bnas_pyro import Coefficients, InnerLoop, SearchSpace, estimate_elbo, trace_terms
-from bnas_pyro.entropy import (
-    StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe, power_iteration,
-)
+from bnas_pyro.entropy import (StepSizeError, StepSizeWarning, gaussian_entropy, log_det_probe,
+                               power_iteration)
 from bnas_pyro.guides import MultistartGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 
@@ -309,8 +308,8 @@ def test_evidence_example_runs_reduced():
 
 def test_plugs_into_bilevel_search(small_blr):
     """BilevelSearch wraps its inner optimiser through the guide's hook: each inner step is a descent step."""
-    from bnas_pyro.search import bilevel
     from bnas_pyro.guides.multistart import MultistartOptimizer
+    from bnas_pyro.search import bilevel
 
     model, guide, x_t, y_t, phi, y = small_blr
     log_A = model.hyper.log_precision.detach().clone()

@@ -5,14 +5,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, SearchSpaceError, build_primitive
-from bnas_pyro.search.darts import (DartsSearch, PointSupernet, collapse_statistics, discrete_network,
-                                 train_network)
+from bnas_pyro import (
+    BilevelSearch,
+    Coefficients,
+    SearchSpace,
+    SearchSpaceError,
+    build_primitive,
+)
+from bnas_pyro.analysis.collapse import collapse_statistics
 from bnas_pyro.data import load_dataset
 from bnas_pyro.guides import MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet
+from bnas_pyro.search.darts import DartsSearch
 from bnas_pyro.spaces import build_space, conv_cell_space, mlp_cell_space
 from bnas_pyro.supernet import Supernet
+from bnas_pyro.training import PointSupernet, discrete_network, train_network
 
 
 def _params(prim, gen):
@@ -168,3 +175,12 @@ def test_darts_baseline_and_retraining_learn_wine():
     assert losses[-1] < 0.5 * losses[0]
     acc = float((net(d.x_test).argmax(-1) == d.y_test).float().mean())
     assert acc >= 0.9  # wine is easy: a linear model reaches ~0.97
+
+
+def test_input_shape_is_the_input_node_shape():
+    from bnas_pyro import SearchSpace
+
+    vector = SearchSpace({"x": 5, "y": 1}, [("x", "y", ["linear"])])
+    assert vector.input_shape == (5,) and vector.node_shape("y") == (1,)
+    image = conv_cell_space((1, 8, 8), 10, channels=4)
+    assert image.input_shape == (1, 8, 8)

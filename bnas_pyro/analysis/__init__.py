@@ -3,6 +3,7 @@
 - :mod:`~bnas_pyro.analysis.structure_posterior`: q(structure), the top-k structures, E_q[gamma];
 - :mod:`~bnas_pyro.analysis.result`: :class:`SearchResult`, the container a search returns;
 - :mod:`~bnas_pyro.analysis.complexity`: C_param, C_struct, relative densities, pruning;
+- :mod:`~bnas_pyro.analysis.collapse`: skip/zero choices and input-to-output connectivity;
 - :mod:`~bnas_pyro.analysis.criteria`: scores under ML, MAP, evidence, hold-out, AIC, BIC;
 - :mod:`~bnas_pyro.analysis.metrics`: accuracy / RMSE, NLL, ECE of a network or of q;
 - :mod:`~bnas_pyro.analysis.arviz_data`: every ArviZ call (InferenceData, PSIS-LOO, compare);

@@ -25,7 +25,6 @@ from .export import build_network, jsonable, network_to_dict
 from .structure_posterior import (RankedStructure, edge_probabilities, mean_gamma,
                                   posterior_mean_weights, top_products)
 
-
 RESULT_FORMAT = "bnas-pyro.search-result"
 #: 2: ``num_structures``, optional ``history``; a run's ``result.json`` adds ``analysis``
 RESULT_FORMAT_VERSION = 2

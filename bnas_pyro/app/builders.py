@@ -18,7 +18,8 @@ import torch
 from bnas_pyro.coefficients import Coefficients
 from bnas_pyro.data import SplitData, load_dataset
 from bnas_pyro.guides import guide_class
-from bnas_pyro.models import BayesianSupernet, CategoricalLikelihood, GaussianWeightPrior, NormalLikelihood
+from bnas_pyro.models import (BayesianSupernet, CategoricalLikelihood, GaussianWeightPrior,
+                              NormalLikelihood)
 from bnas_pyro.modes import Mode, get_mode
 from bnas_pyro.search_space import SearchSpace, SearchSpaceError
 from bnas_pyro.spaces import build_space

@@ -86,7 +86,7 @@ def listing(what: str | None = None) -> str:
     from bnas_pyro.primitives import available_primitives
     from bnas_pyro.spaces import available_spaces
 
-    from .config import available_hypergradients, available_modes
+    from .config_validation import available_hypergradients, available_modes
 
     sections = {
         "datasets": [f"{n:<15} {dataset_info(n).description}" for n in available_datasets()],

@@ -28,15 +28,19 @@ from torch import Tensor, nn
 
 from bnas_pyro.analysis.arviz_data import loo as psis_loo
 from bnas_pyro.analysis.arviz_data import to_inference_data
-from bnas_pyro.analysis.complexity import (parametric_complexity, relative_density,
-                                           structural_complexity)
+from bnas_pyro.analysis.collapse import collapse_statistics
+from bnas_pyro.analysis.complexity import (
+    parametric_complexity,
+    relative_density,
+    structural_complexity,
+)
 from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
 from bnas_pyro.objectives import estimate_elbo
-from bnas_pyro.search.darts import collapse_statistics, residual_std, train_network
 from bnas_pyro.search_space import SearchSpace
+from bnas_pyro.training import residual_std, train_network
 
 from .builders import SearchParts, build_parts
 from .config import RunConfig

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from bnas_pyro.registry import Registry
+
 from .base import (Batch, GradientStrategy, HypergradientEstimate, HypergradientStrategy,
                    OuterStepInfo, SearchState)
 from .drmad import DrMADStrategy
@@ -25,37 +27,32 @@ from .joint import JointStrategy
 from .random_search import RandomSearchStrategy
 from .unrolled import UnrolledStrategy
 
-_STRATEGIES: dict[str, Callable[..., HypergradientStrategy]] = {
-    "joint": JointStrategy,
-    "greedy": GreedyStrategy,
-    "drmad": DrMADStrategy,
-    "hoag": HoagStrategy,
-    "unrolled": UnrolledStrategy,
-    "random": RandomSearchStrategy,
-}
+#: every hypergradient strategy by name: ``factory(**options) -> HypergradientStrategy``
+STRATEGIES: Registry[Callable[..., HypergradientStrategy]] = Registry("hypergradient")
+for _name, _factory in (("joint", JointStrategy), ("greedy", GreedyStrategy),
+                        ("drmad", DrMADStrategy), ("hoag", HoagStrategy),
+                        ("unrolled", UnrolledStrategy), ("random", RandomSearchStrategy)):
+    STRATEGIES.register(_name, _factory)
 
 
-def register_strategy(name: str, factory: Callable[..., HypergradientStrategy]) -> None:
-    _STRATEGIES[name] = factory
+def register_strategy(name: str, factory: Callable[..., HypergradientStrategy], *,
+                      overwrite: bool = False) -> None:
+    """Add a strategy by name: ``factory(**options)`` returns the strategy."""
+    STRATEGIES.register(name, factory, overwrite=overwrite)
 
 
 def available_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(spec: "str | HypergradientStrategy", **options) -> HypergradientStrategy:
     """A strategy instance from its name (``joint``, ``greedy``, ...) or an instance."""
     if isinstance(spec, HypergradientStrategy):
         return spec
-    try:
-        factory = _STRATEGIES[spec]
-    except KeyError:
-        raise ValueError(f"unknown hypergradient {spec!r}; available: "
-                         f"{', '.join(available_strategies())}") from None
-    return factory(**options)
+    return STRATEGIES.get(spec)(**options)
 
 
-__all__ = ["Batch", "CGResult", "DrMADStrategy", "GradientStrategy", "GreedyStrategy", "HoagStrategy",
+__all__ = ["STRATEGIES", "Batch", "CGResult", "DrMADStrategy", "GradientStrategy", "GreedyStrategy", "HoagStrategy",
            "HypergradientEstimate", "HypergradientStrategy", "JointStrategy", "OuterStepInfo",
            "RandomSearchStrategy", "SearchState", "UnrolledStrategy", "available_strategies",
            "conjugate_gradient", "get_strategy", "register_strategy"]

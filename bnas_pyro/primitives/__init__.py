@@ -9,10 +9,11 @@ this package registers the built-in ones:
   (the thesis's f_1).
 """
 
+from . import conv, subset  # noqa: E402  (register the convolutional and subset primitives)
+from .dense import (Affine, Constant, Identity, Legendre, Linear, Polynomial, ReluLinear,
+                    TanhLinear, Zero)
 from .registry import (ModulePrimitive, Primitive, PrimitiveFactory, available_primitives,
                        build_primitive, register_primitive)
-from .dense import Affine, Constant, Identity, Legendre, Linear, Polynomial, ReluLinear, TanhLinear, Zero
-from . import conv, subset  # noqa: E402  (register the convolutional and subset primitives)
 
 __all__ = [
     "Affine", "Constant", "Identity", "Legendre", "Linear", "ModulePrimitive", "Polynomial",

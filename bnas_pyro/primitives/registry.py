@@ -23,6 +23,9 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from bnas_pyro.registry import Registry
+
+
 class Primitive:
     """A function ``g(x; w)`` from ``in_features`` to ``out_features`` with named parameters.
 
@@ -109,7 +112,8 @@ class ModulePrimitive(Primitive):
 
 PrimitiveFactory = Callable[..., "Primitive | nn.Module"]
 
-_REGISTRY: dict[str, PrimitiveFactory] = {}
+#: every primitive by name
+PRIMITIVES: Registry[PrimitiveFactory] = Registry("primitive")
 
 
 def register_primitive(name: str, factory: PrimitiveFactory, *, overwrite: bool = False) -> None:
@@ -118,25 +122,17 @@ def register_primitive(name: str, factory: PrimitiveFactory, *, overwrite: bool 
     The factory returns a :class:`Primitive` or an ``nn.Module`` mapping ``(..., in_features)``
     to ``(..., out_features)``.
     """
-    if not name or not isinstance(name, str):
-        raise ValueError(f"primitive name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"primitive {name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[name] = factory
+    PRIMITIVES.register(name, factory, overwrite=overwrite)
 
 
 def available_primitives() -> list[str]:
-    return sorted(_REGISTRY)
+    return PRIMITIVES.names()
 
 
 def build_primitive(name: str, in_features: int, out_features: int, **options) -> Primitive:
-    """Instantiate the registered primitive ``name``; unknown names raise ``KeyError``."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown primitive {name!r}; registered: {', '.join(available_primitives())}"
-        ) from None
+    """Instantiate the registered primitive ``name``; unknown names raise ``KeyError``
+    (:class:`~bnas_pyro.registry.UnknownNameError`)."""
+    factory = PRIMITIVES.get(name)
     made = factory(in_features, out_features, **options)
     if isinstance(made, Primitive):
         return made

@@ -5,5 +5,5 @@
 - :mod:`~bnas_pyro.search.enumeration`: the runs f_1..f_N of the ``enumerate`` mode;
 - :mod:`~bnas_pyro.search.restarts`: several searches, the best by final ELBO;
 - :mod:`~bnas_pyro.search.checkpoint`: atomic save and load of a search state;
-- :mod:`~bnas_pyro.search.darts`: the DARTS-style baseline and plain training of discrete networks.
+- :mod:`~bnas_pyro.search.darts`: the DARTS-style baseline search.
 """
