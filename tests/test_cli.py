@@ -300,3 +300,26 @@ def test_posterior_mean_init_saves_the_derived_network(tmp_path):
     with torch.no_grad():
         assert torch.allclose(saved(data.x_test), expected(data.x_test), atol=1e-6)
     assert r["analysis"]["derived"]["init"] == "posterior_mean"
+
+
+def test_criteria_modes_through_the_cli(tmp_path, capsys):
+    base = ["search", "-q", "--set", "data.name=wine", "--set", "space.options={hidden: 4}",
+            "--set", "search.epochs=3", "--set", "retrain.epochs=2", "--set", "analysis.draws=4",
+            "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
+    # MAP is defined with point-mass weights: a mean-field guide is refused by name
+    assert main(base + ["--set", "search.mode=map", "--out", str(tmp_path / "no")]) == 2
+    assert "config key 'search.guide'" in capsys.readouterr().err
+    out = tmp_path / "map"
+    assert main(base + ["--set", "search.mode=map", "--set", "search.guide=delta",
+                        "--set", "search.guide_options={}",
+                        "--out", str(out)]) == 0
+    r = json.loads((out / "result.json").read_text())
+    # h is not fitted: every record holds the initial log precisions 0 and logits 0
+    for record in r["history"]:
+        assert all(v == 0.0 for v in record["hyper"]["log_precision"])
+        assert all(v == 0.0 for v in record["hyper"]["structure_logits"])
+    # hold-out: Q is the validation log-likelihood, moved by the greedy hypergradient
+    out = tmp_path / "holdout"
+    assert main(base + ["--set", "search.mode=holdout", "--out", str(out)]) == 0
+    r = json.loads((out / "result.json").read_text())
+    assert r["info"]["strategy"] == "greedy" and r["analysis"]["mode"] == "holdout"

@@ -79,13 +79,19 @@ class Driven:
 def make_search(config: RunConfig, model, guide, mode, strategy: str, inner: int, outer: int,
                 directory: Path | None, progress: bool,
                 callbacks: Sequence[Callable]) -> BilevelSearch:
-    """The :class:`BilevelSearch` a configuration describes (errors name the ``search`` key)."""
+    """The :class:`BilevelSearch` a configuration describes (errors name the ``search`` key).
+
+    The mode's own needs apply as in :meth:`BilevelSearch.for_mode`: a hold-out mode's Q is the
+    validation log-likelihood, and a mode that does not fit h (``ml``, ``map``) keeps it fixed.
+    """
+    validation = config.search.validation or bool(getattr(mode, "validation", False))
+    hyper_lr = config.search.hyper_lr if getattr(mode, "fit_hyper", True) else 0.0
     try:
         return BilevelSearch(
             model, guide, mode, strategy, inner_steps=inner, outer_steps=outer,
-            lr=config.search.lr, hyper_lr=config.search.hyper_lr,
+            lr=config.search.lr, hyper_lr=hyper_lr,
             batch_size=config.search.batch_size, num_particles=config.search.num_particles,
-            validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
+            validation=validation, seed=config.seed, checkpoint_dir=directory,
             checkpoint_every=config.search.checkpoint_every, progress=progress,
             callbacks=callbacks, hypergradient_options=config.search.hypergradient_options)
     except (TypeError, ValueError) as err:
