@@ -1,14 +1,19 @@
 """Coefficient schedules and the search modes built from them (METHOD.md section 4).
 
 A schedule is any callable ``schedule(step, num_steps) -> Coefficients`` over the outer steps of a
-:class:`~bnas_pyro.search.bilevel.BilevelSearch`; a plain :class:`~bnas_pyro.coefficients.Coefficients` is
-the constant schedule.  A *mode* is a named schedule, so a new mode is a few lines, not a new loop:
+:class:`~bnas_pyro.search.bilevel.BilevelSearch`; a plain
+:class:`~bnas_pyro.coefficients.Coefficients` is the constant schedule.  A *mode* is a named
+schedule (with the hypergradient it needs and, for the classical criteria, its guide family, whether
+h moves and whether Q is a hold-out likelihood), so a new mode is a few lines, not a new loop:
 
 - ``evidence``: c_reg = c_train = c_prior = 1, c_comb = 0 (single-level ELBO maximisation);
 - ``grow``: c_prior decreasing over the run (the prior loosens: complexity increases);
 - ``prune``: c_prior increasing (the prior tightens: complexity decreases, weights can be pruned);
 - ``enumerate``: runs f_1..f_N, run i with P = the structures found by runs 1..i-1 and c_comb < 0
   acting on the structure prior p(Gamma | h) (:class:`EnumerateMode`);
+- ``ml``, ``map``, ``holdout``: the classical criteria as presets of the same machinery
+  (maximum likelihood and MAP with point-mass weights and h fixed; hold-out validation); their
+  scores, AIC and BIC included, are in :mod:`bnas_pyro.analysis.criteria`;
 - temperature annealing of c_temp towards 0, combinable with any of them (:func:`anneal`).
 
 The progress of step k out of n is p = k / (n - 1) (0 at the first outer step, 1 at the last), and

@@ -45,6 +45,7 @@ def search_strategy(config: RunConfig, schedule) -> str:
 
 
 def build_data(config: RunConfig) -> SplitData:
+    """The data set of ``data``, split and standardised, in ``dtype`` on ``device``."""
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -57,6 +58,7 @@ def build_data(config: RunConfig) -> SplitData:
 
 
 def build_search_space(config: RunConfig, data: SplitData) -> SearchSpace:
+    """The ``space`` of the configuration (a built-in one sized for ``data``, or ``custom``)."""
     try:
         if config.space.custom is not None:
             return SearchSpace.from_dict(config.space.custom)
@@ -66,7 +68,9 @@ def build_search_space(config: RunConfig, data: SplitData) -> SearchSpace:
         raise ConfigError(key, str(err)) from None
 
 
-def build_model(config: RunConfig, space: SearchSpace, data: SplitData):
+def build_model(config: RunConfig, space: SearchSpace, data: SplitData) -> BayesianSupernet:
+    """The Pyro model of ``model`` on ``space``, with the likelihood of the task, on the data's
+    device and in its dtype."""
     m = config.model
     if data.task == "classification":
         likelihood = CategoricalLikelihood()
@@ -80,11 +84,13 @@ def build_model(config: RunConfig, space: SearchSpace, data: SplitData):
 
 
 def build_guide(config: RunConfig, model, data: SplitData):
+    """The guide ``search.guide`` with ``search.guide_options``, seeded by ``seed``."""
     cls = guide_class(config.search.guide)
     options = dict(config.search.guide_options)
-    if "generator" in inspect.signature(cls).parameters:
+    accepts = inspect.signature(cls).parameters
+    if "generator" in accepts:
         options["generator"] = torch.Generator().manual_seed(config.seed)
-    if config.model.weight_prior == "scaled" and "couple_to_structure" in inspect.signature(cls).parameters:
+    if config.model.weight_prior == "scaled" and "couple_to_structure" in accepts:
         options.setdefault("couple_to_structure", True)
     try:
         guide = cls(model, **options)
@@ -94,6 +100,7 @@ def build_guide(config: RunConfig, model, data: SplitData):
 
 
 def steps_per_epoch(config: RunConfig, data: SplitData) -> int:
+    """Minibatches in one pass over the training split."""
     return max(1, math.ceil(len(data.y_train) / min(config.search.batch_size, len(data.y_train))))
 
 
@@ -147,5 +154,5 @@ def check_mode_guide(config: RunConfig, mode) -> None:
 
 
 __all__ = ["SearchParts", "build_data", "build_guide", "build_model", "build_parts",
-           "build_search_space", "check_mode_guide", "make_schedule", "outer_and_inner_steps", "search_strategy",
-           "steps_per_epoch"]
+           "build_search_space", "check_mode_guide", "make_schedule", "outer_and_inner_steps",
+           "search_strategy", "steps_per_epoch"]
