@@ -437,7 +437,8 @@ def available_modes() -> list[str]:
 
 def get_mode(name: str, base: Coefficients | Mapping[str, float] | None = None,
              anneal_to: float | None = None, **options: Any) -> Mode:
-    """The mode ``name`` (``evidence``, ``grow``, ``prune``, ``enumerate`` or a registered one).
+    """The mode ``name``: ``evidence``, ``grow``, ``prune``, ``enumerate``, ``ml``
+    (``maximum_likelihood``), ``map``, ``holdout`` (``hold-out``), or a registered one.
 
     ``base`` gives the coefficients the mode starts from (c_temp included); ``anneal_to`` anneals
     c_temp towards that value over the run (for ``enumerate`` it is the per-run annealing);

@@ -18,6 +18,7 @@ target.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -171,15 +172,28 @@ class StructureMixture:
         return f"StructureMixture({len(self.components)} components)"
 
 
+def _takes_one_argument(method: Any) -> bool:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return True   # cannot tell (e.g. a builtin): let the first call say
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) <= 1 <= len(positional) or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def check_targets(targets: Sequence[Any], space) -> list[StructureTarget]:
     """The targets as a list, each checked against ``space``; anything that is not a structure
-    target (no ``check`` and ``kl_from_prior``) is refused by its position and type."""
+    target (``check(space)`` and ``kl_from_prior(prior_draws)``, one argument: the
+    :class:`PriorDraws`) is refused by its position and type."""
     out = []
     for i, target in enumerate(targets):
-        if not isinstance(target, StructureTarget):
+        if not isinstance(target, StructureTarget) or not _takes_one_argument(target.kl_from_prior):
             raise TypeError(f"comb_targets[{i}] is a {type(target).__name__}, not a structure "
                             "target (StructureDistribution, StructureMixture or any object with "
-                            "check(space) and kl_from_prior(prior_draws))")
+                            "check(space) and kl_from_prior(prior_draws), prior_draws a "
+                            "bnas_pyro.structure_targets.PriorDraws)")
         target.check(space)
         out.append(target)
     return out

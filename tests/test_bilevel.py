@@ -179,3 +179,33 @@ def test_comb_targets_are_checked_by_position():
         make_search("joint", comb_targets=[StructureDistribution({"x->y": [0.9, 0.1]}), {"x->y": 1}])
     with pytest.raises(ValueError, match="edge 'x->z'"):
         make_search("joint", comb_targets=[StructureDistribution({"x->z": [0.9, 0.1]})])
+
+
+def test_a_target_with_the_wrong_kl_signature_is_refused_at_construction():
+    class TwoArguments:
+        def check(self, space):
+            pass
+
+        def kl_from_prior(self, model, num_samples):
+            return torch.zeros(())
+
+    with pytest.raises(TypeError, match=r"comb_targets\[0\] is a TwoArguments"):
+        make_search("joint", comb_targets=[TwoArguments()])
+
+
+def test_the_strategies_see_the_scheduled_step_size():
+    x, y = data()
+    seen = []
+
+    def record_lr(search, record):
+        seen.append(search.lr)
+
+    search = make_search("greedy", lr_schedule=lambda k, n: 0.5 ** k, callbacks=[record_lr])
+    search.run(x, y)
+    assert seen == pytest.approx([5e-3 * 0.5 ** k for k in range(6)])
+    # random search restarts theta from its first state at every candidate: the step size stays
+    # the scheduled one
+    seen.clear()
+    search = make_search("random", lr_schedule=lambda k, n: 0.5 ** k, callbacks=[record_lr])
+    search.run(x, y)
+    assert [g["lr"] for g in search.inner_optimizer.param_groups] == [pytest.approx(5e-3 * 0.5 ** 5)]

@@ -323,3 +323,19 @@ def test_criteria_modes_through_the_cli(tmp_path, capsys):
     assert main(base + ["--set", "search.mode=holdout", "--out", str(out)]) == 0
     r = json.loads((out / "result.json").read_text())
     assert r["info"]["strategy"] == "greedy" and r["analysis"]["mode"] == "holdout"
+
+
+def test_report_refuses_a_result_of_another_format_by_name(tmp_path, capsys):
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"version": 1, "metrics": {}}))
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "result.json is not a bnas-pyro run result" in err and str(run_dir) in err
+    (run_dir / "result.json").write_text(json.dumps({"format": "bnas-pyro.search-result",
+                                                      "version": 1}))
+    assert main(["report", str(run_dir)]) == 2
+    assert "format version 1" in capsys.readouterr().err
+    (run_dir / "result.json").write_text('{"format": "bnas-pyro.search-res')
+    assert main(["report", str(run_dir)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err

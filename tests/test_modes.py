@@ -216,3 +216,18 @@ def test_criteria_presets_are_modes_of_the_same_machinery():
     assert bic == pytest.approx(loglik - 0.5 * k * math.log(x.shape[0]))
     with pytest.raises(ValueError, match="x_val"):
         score("holdout", result2, x, y)
+
+
+def test_for_mode_applies_what_the_mode_needs():
+    space, x, y = _tiny()
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=10.0))
+    with pytest.raises(ValueError, match="mode 'map' is defined with the 'delta' guide"):
+        BilevelSearch.for_mode(model, MeanFieldGuide(model), get_mode("map"), progress=False)
+    holdout = BilevelSearch.for_mode(model, MeanFieldGuide(model), get_mode("holdout"),
+                                     validation=False, progress=False)
+    assert holdout.validation and holdout.strategy.name == "greedy"
+    evidence = BilevelSearch.for_mode(model, MeanFieldGuide(model), get_mode("evidence"),
+                                      hyper_lr=0.3, progress=False)
+    assert not evidence.validation and evidence.hyper_lr == 0.3
+    with pytest.raises(TypeError, match="needs a Mode"):
+        BilevelSearch.for_mode(model, MeanFieldGuide(model), Coefficients(), progress=False)

@@ -107,6 +107,7 @@ def listing(what: str | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnas-pyro`` console script; returns the exit status."""
     from .config import ConfigError
+    from .run_directory import RunDirectoryError
 
     args = _parser().parse_args(argv)
     try:
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"bnas-pyro: error: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
+    except (FileNotFoundError, RunDirectoryError) as err:
         print(f"bnas-pyro: error: {err}", file=sys.stderr)
         return 2
 

@@ -90,15 +90,17 @@ class SearchConfig:
     """The bilevel search: mode, coefficients, guide, hypergradient and budget.
 
     ``mode`` is a mode of :mod:`bnas_pyro.modes` (``evidence``, ``grow``, ``prune``,
-    ``enumerate``); ``mode_options`` go to :func:`~bnas_pyro.modes.get_mode` (e.g.
+    ``enumerate``, and the classical criteria ``ml``, ``map`` (both with ``guide: delta``) and
+    ``holdout``); ``mode_options`` go to :func:`~bnas_pyro.modes.get_mode` (e.g.
     ``anneal_to: 0.1`` anneals c_temp, ``start``/``end`` for grow/prune, ``num_runs`` for
-    enumerate); ``coefficients`` are the mode's base coefficients.  ``hypergradient`` defaults to
+    enumerate); ``coefficients`` are the mode's base coefficients (``evidence``, ``ml``, ``map``
+    and ``holdout`` take only ``c_temp`` from them).  ``hypergradient`` defaults to
     the strategy the mode needs (``null``).  ``epochs`` counts passes over the training split; one
     outer step is ``inner_steps`` inner steps (default: one epoch's worth of minibatches).
     ``restarts`` > 1 runs that many searches from new initialisations (seeds ``seed``,
     ``seed + 1``, ...; the data split stays) and keeps the one with the highest final ELBO
-    (:func:`bnas_pyro.search.restarts.run_restarts`, METHOD.md section 3), ``restart_processes`` of them
-    at a time.
+    (:func:`bnas_pyro.search.restarts.run_restarts`, METHOD.md section 3),
+    ``restart_processes`` of them at a time.
     """
 
     mode: str = "evidence"

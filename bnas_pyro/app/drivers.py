@@ -20,7 +20,7 @@ import torch
 from bnas_pyro.analysis.metrics import posterior_predictive
 from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
-from bnas_pyro.modes import EnumerateMode
+from bnas_pyro.modes import EnumerateMode, Mode
 from bnas_pyro.objectives import estimate_elbo, trace_terms
 from bnas_pyro.search.bilevel import BilevelSearch
 from bnas_pyro.search.checkpoint import save_checkpoint
@@ -81,19 +81,20 @@ def make_search(config: RunConfig, model, guide, mode, strategy: str, inner: int
                 callbacks: Sequence[Callable]) -> BilevelSearch:
     """The :class:`BilevelSearch` a configuration describes (errors name the ``search`` key).
 
-    The mode's own needs apply as in :meth:`BilevelSearch.for_mode`: a hold-out mode's Q is the
-    validation log-likelihood, and a mode that does not fit h (``ml``, ``map``) keeps it fixed.
+    A :class:`~bnas_pyro.modes.Mode` is run by :meth:`BilevelSearch.for_mode` (hold-out Q for
+    a hold-out mode, h fixed for ``ml`` and ``map``, the mode's guide family); any other
+    registered schedule as it is.
     """
-    validation = config.search.validation or bool(getattr(mode, "validation", False))
-    hyper_lr = config.search.hyper_lr if getattr(mode, "fit_hyper", True) else 0.0
+    options = dict(
+        inner_steps=inner, outer_steps=outer, lr=config.search.lr, hyper_lr=config.search.hyper_lr,
+        batch_size=config.search.batch_size, num_particles=config.search.num_particles,
+        validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
+        checkpoint_every=config.search.checkpoint_every, progress=progress, callbacks=callbacks,
+        hypergradient_options=config.search.hypergradient_options)
     try:
-        return BilevelSearch(
-            model, guide, mode, strategy, inner_steps=inner, outer_steps=outer,
-            lr=config.search.lr, hyper_lr=hyper_lr,
-            batch_size=config.search.batch_size, num_particles=config.search.num_particles,
-            validation=validation, seed=config.seed, checkpoint_dir=directory,
-            checkpoint_every=config.search.checkpoint_every, progress=progress,
-            callbacks=callbacks, hypergradient_options=config.search.hypergradient_options)
+        if isinstance(mode, Mode):
+            return BilevelSearch.for_mode(model, guide, mode, hypergradient=strategy, **options)
+        return BilevelSearch(model, guide, mode, strategy, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError("search", str(err)) from None
 

@@ -34,6 +34,7 @@ import torch
 
 from bnas_pyro.analysis import arviz_data
 from bnas_pyro.analysis.export import save_network
+from bnas_pyro.analysis.result import RESULT_FORMAT, RESULT_FORMAT_VERSION
 from bnas_pyro.search.checkpoint import CHECKPOINT_NAME
 from bnas_pyro.search_space import PrimitiveSpec
 
@@ -109,11 +110,28 @@ def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
     return d
 
 
+class RunDirectoryError(ValueError):
+    """A run directory whose ``result.json`` this version cannot read (the message names it)."""
+
+
 def read_result(run_dir: "str | Path") -> dict[str, Any]:
+    """``result.json`` of a run directory, checked to be a run result of this format version."""
     path = Path(run_dir) / RESULT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {str(run_dir)!r} a run directory?")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunDirectoryError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+        raise RunDirectoryError(f"{path} is not a bnas-pyro run result (no \"format\": "
+                                f"\"{RESULT_FORMAT}\")")
+    if data.get("version") != RESULT_FORMAT_VERSION or "analysis" not in data:
+        raise RunDirectoryError(f"{path} has format version {data.get('version')!r}"
+                                f"{'' if 'analysis' in data else ' without an analysis block'}; "
+                                f"this bnas-pyro reads run results of version "
+                                f"{RESULT_FORMAT_VERSION}: re-run the search")
+    return data
 
 
 def draw_plots(run_dir: "str | Path", result: Mapping[str, Any] | None = None) -> list[Path]:
@@ -226,5 +244,6 @@ def report(run_dir: "str | Path", redraw: bool = True) -> str:
 
 
 __all__ = ["CONFIG_FILE", "NETWORK_FILE", "POSTERIOR_FILE", "RESULT_FILE", "RUN_FILES",
+           "RunDirectoryError",
            "draw_plots", "format_summary", "new_run_dir", "read_result", "report", "write_config",
            "write_run"]

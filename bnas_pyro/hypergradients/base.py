@@ -32,8 +32,8 @@ class SearchState(Protocol):
     :class:`~bnas_pyro.search.bilevel.BilevelSearch`).
 
     Attributes: ``model`` (h = ``model.hyper``), ``guide`` (theta), ``coefficients`` (of the
-    current outer step), ``inner_steps`` (eta), ``lr`` (the inner step size), ``inner_optimizer``
-    and ``hyper_optimizer``.  ``theta`` may be any dict of tensors with the guide's parameter
+    current outer step), ``inner_steps`` (eta), ``lr`` (the inner step size of the current outer
+    step, after any step-size schedule), ``inner_optimizer`` and ``hyper_optimizer``.  ``theta`` may be any dict of tensors with the guide's parameter
     names, e.g. unrolled, differentiable functions of h: the guide is then evaluated at it.
     """
 

@@ -77,6 +77,8 @@ class RandomSearchStrategy(HypergradientStrategy):
         self._draw(search)
         search.guide.load_state_dict(self.initial["guide"])
         search.inner_optimizer.load_state_dict(_clone(self.initial["optimizer"]))
+        for group in search.inner_optimizer.param_groups:  # keep the scheduled step size
+            group["lr"] = search.lr
         L = search.run_inner_steps(search.inner_steps)
         Q = search.evaluate_outer()
         if self.best is None or Q > self.best["Q"]:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bnas_pyro.analysis.result import OuterRecord, SearchResult
 from bnas_pyro.analysis.structure_posterior import edge_probabilities
 from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.guides import guide_class
 from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrategy, get_strategy
 from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
                                  wrap_for_guide)
@@ -86,7 +87,9 @@ class BilevelSearch:
             multiplier of ``lr`` and ``hyper_lr`` at every outer step (e.g.
             ``lambda k, n: 0.1 ** (k / n)``), or ``make(optimizer)`` returning a torch
             ``LRScheduler`` (e.g. ``lambda opt: torch.optim.lr_scheduler.StepLR(opt, 100)``),
-            built once for each optimiser and stepped after every outer step.  Its state is part
+            built once for each optimiser and stepped after every outer step.  ``self.lr`` and
+            ``self.hyper_lr`` follow the schedule, so the strategies that unroll gradient ascent
+            (``greedy``, ``drmad``, ``unrolled``) use the current step size.  Its state is part
             of the checkpoint.
         seed: seeds torch's generator and the minibatch order (same seed, same result).
         checkpoint_dir, checkpoint_every: save the full state every N outer steps; ``run(...,
@@ -150,7 +153,10 @@ class BilevelSearch:
         self.model, self.guide = model, guide
         self.schedule = as_schedule(coefficients)
         self.inner_steps, self.outer_steps = int(inner_steps), int(outer_steps)
-        self.lr, self.hyper_lr = float(lr), float(hyper_lr)
+        # the step sizes given, and those of the current outer step (``lr_schedule`` moves these;
+        # the strategies that unroll gradient ascent read ``self.lr`` as their step size)
+        self.base_lr, self.base_hyper_lr = float(lr), float(hyper_lr)
+        self.lr, self.hyper_lr = self.base_lr, self.base_hyper_lr
         self.batch_size, self.num_particles = batch_size, int(num_particles)
         self.fixed_noise = bool(fixed_noise)
         self.noise: RandomState | None = None
@@ -198,16 +204,21 @@ class BilevelSearch:
 
     @classmethod
     def for_mode(cls, model, guide, mode: Mode, **options: Any) -> "BilevelSearch":
-        """A search that runs ``mode`` as the mode says: its schedule, its hypergradient (unless
-        ``hypergradient`` is given), hold-out validation when the mode asks for it
-        (``mode.validation``), and h held at its initial value (a hyper step size of 0) for the
-        modes that do not fit it (``mode.fit_hyper`` False: ``ml``, ``map``).  ``options`` go to
-        the constructor."""
+        """A search that runs ``mode`` as the mode says: its schedule; its hypergradient (unless
+        ``hypergradient`` is given); hold-out validation when the mode asks for it
+        (``mode.validation``: Q is then the validation log-likelihood, whatever ``validation``
+        says); h held at its initial value (a hyper step size of 0) for the modes that do not fit
+        it (``mode.fit_hyper`` False: ``ml``, ``map``); and a guide of the mode's family
+        (``mode.guide``, e.g. ``"delta"`` for ``ml`` and ``map``), else ``ValueError``.
+        ``options`` go to the constructor."""
         if not isinstance(mode, Mode):
             raise TypeError(f"for_mode needs a Mode (bnas_pyro.modes.get_mode), got "
                             f"{type(mode).__name__}")
+        if mode.guide is not None and not isinstance(guide, guide_class(mode.guide)):
+            raise ValueError(f"mode {mode.name!r} is defined with the {mode.guide!r} guide "
+                             f"({guide_class(mode.guide).__name__}), got {type(guide).__name__}")
         options.setdefault("hypergradient", mode.hypergradient)
-        options.setdefault("validation", mode.validation)
+        options["validation"] = bool(options.get("validation", False)) or mode.validation
         if not mode.fit_hyper:
             options["hyper_lr"] = 0.0
         return cls(model, guide, mode, **options)
@@ -344,7 +355,7 @@ class BilevelSearch:
                               None if y is None else y[: self.sampler.batch_size], x.shape[0])
             if {id(p) for p in self.guide.parameters()} != before:
                 self.inner_optimizer = wrap_for_guide(self.guide, _OPTIMISERS[self.inner_optimizer_name](
-                    [p for p in self.guide.parameters() if p.requires_grad], lr=self.lr))
+                    [p for p in self.guide.parameters() if p.requires_grad], lr=self.base_lr))
                 self._build_schedulers()
         self.noise = RandomState.capture(self._device()) if self.fixed_noise else None
 
@@ -381,6 +392,8 @@ class BilevelSearch:
             self.history.append(record)
             for scheduler in self._schedulers:
                 scheduler.step()
+            if self._schedulers:
+                self._read_optimizer_lrs()
             self.step = k + 1
             bar.set_postfix(L=f"{record.L:.4g}", Q=f"{record.Q:.4g}",
                             c_temp=f"{self.coefficients.c_temp:.3g}",
@@ -428,9 +441,19 @@ class BilevelSearch:
         if not factor >= 0:
             raise ValueError(f"lr_schedule({step}, {self.outer_steps}) = {factor}: a step-size "
                              "factor must be a finite number >= 0")
+        self.lr, self.hyper_lr = self.base_lr * factor, self.base_hyper_lr * factor
+        self._set_optimizer_lrs()
+
+    def _set_optimizer_lrs(self) -> None:
+        """Put the current ``lr`` and ``hyper_lr`` into the optimisers' parameter groups."""
         for optimizer, lr in ((self.inner_optimizer, self.lr), (self.hyper_optimizer, self.hyper_lr)):
             for group in optimizer.param_groups:
-                group["lr"] = lr * factor
+                group["lr"] = lr
+
+    def _read_optimizer_lrs(self) -> None:
+        """``lr`` and ``hyper_lr`` as the optimisers hold them (after a torch scheduler's step)."""
+        self.lr = float(self.inner_optimizer.param_groups[0]["lr"])
+        self.hyper_lr = float(self.hyper_optimizer.param_groups[0]["lr"])
 
     def _device(self) -> torch.device:
         for p in self.guide.parameters():
@@ -472,8 +495,14 @@ class BilevelSearch:
         self.inner_optimizer.load_state_dict(state["inner_optimizer"])
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
         self.strategy.load_state_dict(state["strategy"])
-        for scheduler, saved in zip(self._schedulers, state.get("lr_schedulers") or []):
-            scheduler.load_state_dict(saved)
+        saved = state.get("lr_schedulers") or []
+        if len(saved) != len(self._schedulers):
+            raise ValueError(f"the checkpoint holds {len(saved)} step-size scheduler state(s), this "
+                             f"search has {len(self._schedulers)}: resume with the lr_schedule the "
+                             "checkpointed search had")
+        for scheduler, scheduler_state in zip(self._schedulers, saved):
+            scheduler.load_state_dict(scheduler_state)
+        self._read_optimizer_lrs()
         self.history = [OuterRecord(**r) for r in state["history"]]
         torch.set_rng_state(state["torch_rng"])
         if state.get("device_rng") is not None:

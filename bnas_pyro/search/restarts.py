@@ -106,6 +106,7 @@ def _run_one(build: BuildFn, index: int, seed: int, x: Tensor, y: Tensor | None,
     start = time.perf_counter()
     search = build(seed)
     result = search.run(x, y, x_val, y_val)
+    state = search.state_dict()   # where the search ended (before the ELBO's draws)
     with torch.no_grad():
         elbo, se = estimate_elbo(search.model, search.guide, x, y, num_particles=elbo_particles)
     record = RestartRecord(index, seed, dict(result.structure), float(result.structure_probability),
@@ -119,7 +120,7 @@ def _run_one(build: BuildFn, index: int, seed: int, x: Tensor, y: Tensor | None,
         "history": [r.to_dict() for r in result.history],
         "wall_time": float(result.wall_time),
         "info": dict(result.info),
-        "state": search.state_dict(),
+        "state": state,
         "result": result,
     }
 
