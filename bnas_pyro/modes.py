@@ -29,6 +29,7 @@ import inspect
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.guides import guide_class
 from bnas_pyro.registry import Registry
 from bnas_pyro.structure_targets import StructureDistribution, StructureMixture, StructureTarget
 
@@ -236,6 +237,16 @@ class Mode(Schedule):
 
     def __call__(self, step: int, num_steps: int) -> Coefficients:
         return self.schedule(step, num_steps)
+
+    def check_guide(self, guide) -> None:
+        """``ValueError`` unless ``guide`` is of the family this mode is defined with
+        (``self.guide``, a name of :data:`bnas_pyro.guides.GUIDES`; ``None`` accepts any)."""
+        if self.guide is None:
+            return
+        family = guide_class(self.guide)
+        if not isinstance(guide, family):
+            raise ValueError(f"mode {self.name!r} is defined with the {self.guide!r} guide "
+                             f"({family.__name__}), got {type(guide).__name__}")
 
     def anneal(self, end: float = 0.05, start: float | None = None,
                kind: RampKind = "geometric") -> "Mode":

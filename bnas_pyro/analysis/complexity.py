@@ -37,6 +37,8 @@ from bnas_pyro.distributions import StructureScaledNormal
 from bnas_pyro.models.structure_priors import concrete, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 
+from .structure_posterior import probe_input
+
 __all__ = [
     "ParametricComplexity", "WeightMoments", "informative_parameters", "optimal_precision",
     "parameter_kl", "parametric_complexity", "precision_groups", "prune_mask", "relative_density",
@@ -61,10 +63,8 @@ class WeightMoments:
 
 
 def _guide_trace(model, guide):
-    like = model.hyper.log_precision
-    x = torch.zeros((1,) + model.space.input_shape, dtype=like.dtype, device=like.device)
     with torch.no_grad():
-        return poutine.trace(guide).get_trace(x)
+        return poutine.trace(guide).get_trace(probe_input(model))
 
 
 def _weights_fn(model, guide):

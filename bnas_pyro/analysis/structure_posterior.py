@@ -28,7 +28,7 @@ from bnas_pyro.models.structure_priors import structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 
 
-def _probe(model) -> Tensor:
+def probe_input(model) -> Tensor:
     """One zero input in the dtype and on the device of the model's hyperparameters."""
     like = model.hyper.log_precision
     return torch.zeros((1,) + model.space.input_shape, dtype=like.dtype, device=like.device)
@@ -42,7 +42,7 @@ def edge_probabilities(model, guide, num_samples: int = 2000) -> dict[str, list[
         with torch.no_grad():
             return {e.name: p.tolist() for e, p in zip(space.edges, structure.probabilities())}
     counts = {e.name: torch.zeros(len(e)) for e in space.edges}
-    x = _probe(model)
+    x = probe_input(model)
     with torch.no_grad():
         for _ in range(num_samples):
             tr = poutine.trace(guide).get_trace(x)
@@ -106,7 +106,7 @@ def posterior_mean_weights(model, guide, num_samples: int = 1000) -> Tensor:
     fn = getattr(guide, "weight_mean", None)
     if callable(fn):
         return fn().detach()
-    x = _probe(model)
+    x = probe_input(model)
     with torch.no_grad():
         draws = [poutine.trace(guide).get_trace(x).nodes[WEIGHT_SITE]["value"]
                  for _ in range(num_samples)]
@@ -120,7 +120,7 @@ def mean_gamma(model, guide, num_samples: int = 4000) -> dict[str, list[float]]:
     q(argmax gamma = l) it also reflects how close to a vertex the relaxed gamma is.
     """
     space = model.space
-    x = _probe(model)
+    x = probe_input(model)
     sums = {e.name: torch.zeros(len(e), dtype=torch.float64) for e in space.edges}
     structure = getattr(guide, "structure", None)
     with torch.no_grad():
@@ -144,4 +144,4 @@ def mean_gamma(model, guide, num_samples: int = 4000) -> dict[str, list[float]]:
 
 
 __all__ = ["RankedStructure", "edge_probabilities", "mean_gamma", "posterior_mean_weights",
-           "top_products"]
+           "probe_input", "top_products"]

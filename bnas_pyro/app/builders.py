@@ -138,21 +138,15 @@ def build_parts(config: RunConfig) -> SearchParts:
     model = build_model(config, space, data)
     guide = build_guide(config, model, data)
     mode = make_schedule(config)
-    check_mode_guide(config, mode)
+    if isinstance(mode, Mode):
+        try:
+            mode.check_guide(guide)
+        except ValueError as err:
+            raise ConfigError("search.guide", f"{err}; set search.guide={mode.guide}") from None
     outer, inner = outer_and_inner_steps(config, data)
     return SearchParts(config, data, space, model, guide, mode, outer, inner)
 
 
-def check_mode_guide(config: RunConfig, mode) -> None:
-    """A mode defined with a guide family (``ml`` and ``map``: point-mass weights) refuses another
-    guide: a mean-field q under the ``map`` coefficients is not a MAP estimate."""
-    wanted = getattr(mode, "guide", None)
-    if wanted is not None and config.search.guide != wanted:
-        raise ConfigError("search.guide", f"mode {config.search.mode!r} is defined with the "
-                                          f"{wanted!r} guide, got {config.search.guide!r}; set "
-                                          f"search.guide={wanted}")
-
-
 __all__ = ["SearchParts", "build_data", "build_guide", "build_model", "build_parts",
-           "build_search_space", "check_mode_guide", "make_schedule", "outer_and_inner_steps",
+           "build_search_space", "make_schedule", "outer_and_inner_steps",
            "search_strategy", "steps_per_epoch"]

@@ -2,16 +2,17 @@
 
 Each driver returns a :class:`Driven`: the :class:`~bnas_pyro.analysis.result.SearchResult` that
 the run reports (for restarts and enumeration, the one with the highest final ELBO, with every
-restart or run in its ``info``) and the state its search ended in, which is what the run
-directory's ``checkpoint.pt`` holds: a :meth:`BilevelSearch.state_dict
+restart or run in its ``info``).  Each leaves in the run directory's ``checkpoint.pt`` the state
+the reported search ended in: a :meth:`BilevelSearch.state_dict
 <bnas_pyro.search.bilevel.BilevelSearch.state_dict>` in every case, loadable by the same resume
-path (:meth:`~bnas_pyro.search.bilevel.BilevelSearch.load_state_dict`).
+path (:meth:`~bnas_pyro.search.bilevel.BilevelSearch.load_state_dict`).  A single search writes
+it itself (every ``checkpoint_every`` steps and at its last); the others write the kept one's.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -68,12 +69,11 @@ def _devices(x: torch.Tensor) -> list:
 
 @dataclass
 class Driven:
-    """What a driver returns: the reported result and the state its search ended in."""
+    """What a driver returns: the reported result and the progress callback (its last values
+    and the name of the validation metric go to the summary)."""
 
     result: SearchResult
-    state: dict[str, Any]
     callback: ProgressCallback
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_search(config: RunConfig, model, guide, mode, strategy: str, inner: int, outer: int,
@@ -106,7 +106,7 @@ def drive_single(parts: SearchParts, directory: Path, progress: bool) -> Driven:
     search = make_search(config, parts.model, parts.guide, parts.mode, parts.strategy,
                          parts.inner_steps, parts.outer_steps, directory, progress, [callback])
     result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
-    return Driven(result, search.state_dict(), callback)
+    return Driven(result, callback)
 
 
 def restart_search(config: RunConfig, split_seed: int, progress: bool, seed: int) -> BilevelSearch:
@@ -132,8 +132,8 @@ def drive_restarts(parts: SearchParts, directory: Path, progress: bool) -> Drive
     callback = ProgressCallback(data, config.search.eval_every)
     for record in report.best.history:  # the progress callback's last values, for the summary
         callback.last = {k: v for k, v in record.extra.items()}
-    assert report.best_state is not None
-    return Driven(report.best, report.best_state, callback)
+    save_checkpoint(directory, report.best_state)
+    return Driven(report.best, callback)
 
 
 def drive_enumeration(parts: SearchParts, directory: Path, progress: bool) -> Driven:
@@ -173,20 +173,18 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool) -> Dr
     chosen.info["enumeration"] = {"structures": runs.structures,
                                   "probabilities": runs.probabilities, "elbos": elbos,
                                   "num_distinct": runs.num_distinct, "chosen_run": best}
-    return Driven(chosen, runs.states[best], callback)
+    save_checkpoint(directory, runs.states[best])
+    return Driven(chosen, callback)
 
 
 def drive(parts: SearchParts, directory: Path, progress: bool) -> Driven:
-    """Run the search ``parts`` describe with the driver its mode and restarts ask for, and leave
-    the final search state in ``directory/checkpoint.pt``."""
+    """Run the search ``parts`` describe with the driver its mode and restarts ask for; each
+    leaves the final search state in ``directory/checkpoint.pt``."""
     if isinstance(parts.mode, EnumerateMode):
-        driven = drive_enumeration(parts, directory, progress)
-    elif parts.config.search.restarts > 1:
-        driven = drive_restarts(parts, directory, progress)
-    else:
-        driven = drive_single(parts, directory, progress)
-    save_checkpoint(directory, driven.state)
-    return driven
+        return drive_enumeration(parts, directory, progress)
+    if parts.config.search.restarts > 1:
+        return drive_restarts(parts, directory, progress)
+    return drive_single(parts, directory, progress)
 
 
 __all__ = ["Driven", "ProgressCallback", "drive", "drive_enumeration", "drive_restarts",

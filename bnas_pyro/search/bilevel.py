@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from bnas_pyro.analysis.result import OuterRecord, SearchResult
 from bnas_pyro.analysis.structure_posterior import edge_probabilities
 from bnas_pyro.coefficients import Coefficients
-from bnas_pyro.guides import guide_class
 from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrategy, get_strategy
 from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
                                  wrap_for_guide)
@@ -195,6 +194,7 @@ class BilevelSearch:
             [p for p in guide.parameters() if p.requires_grad], lr=self.lr))
         self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
         self.lr_schedule = lr_schedule
+        self._lr_factor, self._make_scheduler = _schedule_forms(lr_schedule)
         self._schedulers: list[Any] = []
         self._build_schedulers()
         self.history: list[OuterRecord] = []
@@ -214,9 +214,7 @@ class BilevelSearch:
         if not isinstance(mode, Mode):
             raise TypeError(f"for_mode needs a Mode (bnas_pyro.modes.get_mode), got "
                             f"{type(mode).__name__}")
-        if mode.guide is not None and not isinstance(guide, guide_class(mode.guide)):
-            raise ValueError(f"mode {mode.name!r} is defined with the {mode.guide!r} guide "
-                             f"({guide_class(mode.guide).__name__}), got {type(guide).__name__}")
+        mode.check_guide(guide)
         options.setdefault("hypergradient", mode.hypergradient)
         options["validation"] = bool(options.get("validation", False)) or mode.validation
         if not mode.fit_hyper:
@@ -408,44 +406,28 @@ class BilevelSearch:
                             info={"strategy": self.strategy.name})
 
     # ------------------------------------------------------------------ step sizes
-    def _lr_factor_form(self) -> bool:
-        """True when ``lr_schedule`` is ``factor(step, num_steps)`` (two arguments)."""
-        try:
-            params = [p for p in inspect.signature(self.lr_schedule).parameters.values()
-                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        except (TypeError, ValueError):
-            return False
-        return len(params) >= 2
-
     def _build_schedulers(self) -> None:
+        """One torch scheduler per optimiser, for the ``make(optimizer)`` form of ``lr_schedule``."""
         self._schedulers = []
-        if self.lr_schedule is None:
-            return
-        if not callable(self.lr_schedule):
-            raise TypeError(f"lr_schedule must be factor(step, num_steps) or make(optimizer), got "
-                            f"{type(self.lr_schedule).__name__}")
-        if self._lr_factor_form():
+        if self._make_scheduler is None:
             return
         for name, optimizer in (("inner", self.inner_optimizer), ("hyper", self.hyper_optimizer)):
             base = getattr(optimizer, "base", optimizer)   # a guide's wrapper keeps the torch one
-            scheduler = self.lr_schedule(base)
+            scheduler = self._make_scheduler(base)
             if not callable(getattr(scheduler, "step", None)):
                 raise TypeError(f"lr_schedule(optimizer) for the {name} optimiser returned "
                                 f"{type(scheduler).__name__}, not a torch LRScheduler")
             self._schedulers.append(scheduler)
 
     def _apply_lr_factor(self, step: int) -> None:
-        if self.lr_schedule is None or self._schedulers or not self._lr_factor_form():
+        """The ``factor(step, num_steps)`` form of ``lr_schedule``: set this step's step sizes."""
+        if self._lr_factor is None:
             return
-        factor = float(self.lr_schedule(step, self.outer_steps))
+        factor = float(self._lr_factor(step, self.outer_steps))
         if not factor >= 0:
             raise ValueError(f"lr_schedule({step}, {self.outer_steps}) = {factor}: a step-size "
                              "factor must be a finite number >= 0")
         self.lr, self.hyper_lr = self.base_lr * factor, self.base_hyper_lr * factor
-        self._set_optimizer_lrs()
-
-    def _set_optimizer_lrs(self) -> None:
-        """Put the current ``lr`` and ``hyper_lr`` into the optimisers' parameter groups."""
         for optimizer, lr in ((self.inner_optimizer, self.lr), (self.hyper_optimizer, self.hyper_lr)):
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -513,6 +495,23 @@ class BilevelSearch:
             self.sampler.generator.set_state(state["sampler"]["generator"])
             self.sampler._order = state["sampler"]["order"]
             self.sampler._pos = state["sampler"]["pos"]
+
+
+def _schedule_forms(lr_schedule: LRSchedule | None) -> tuple[Any, Any]:
+    """``(factor, make)``: which of the two forms of ``lr_schedule`` it is, by its number of
+    required positional arguments (two: ``factor(step, num_steps)``; one: ``make(optimizer)``)."""
+    if lr_schedule is None:
+        return None, None
+    if not callable(lr_schedule):
+        raise TypeError(f"lr_schedule must be factor(step, num_steps) or make(optimizer), got "
+                        f"{type(lr_schedule).__name__}")
+    try:
+        params = inspect.signature(lr_schedule).parameters.values()
+    except (TypeError, ValueError):
+        return None, lr_schedule
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (lr_schedule, None) if len(required) >= 2 else (None, lr_schedule)
 
 
 def _bind(guide, theta: Mapping[str, Tensor]):
