@@ -35,7 +35,7 @@ from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrat
 from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
                                  wrap_for_guide)
 from bnas_pyro.modes import Mode, ScheduleLike, as_schedule
-from bnas_pyro.objectives import ElboTerms, trace_terms
+from bnas_pyro.objectives import ElboTerms, guide_terms
 from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
@@ -246,7 +246,7 @@ class BilevelSearch:
         with self._noise():
             total = None
             for _ in range(self.num_particles):
-                t = trace_terms(self.model, guide, x, y, n)
+                t = guide_terms(self.model, guide, x, y, n)
                 total = t if total is None else total + t
         return total if self.num_particles == 1 else total / self.num_particles
 
@@ -520,4 +520,20 @@ def _bind(guide, theta: Mapping[str, Tensor]):
     def bound(*args, **kwargs):
         return functional_call(guide, dict(theta), args, kwargs, strict=False)
 
+    if hasattr(guide, "objective_terms"):   # the guide's own bound, at theta
+        terms_module = _ObjectiveTerms(guide)
+        named = {"guide." + k: v for k, v in theta.items()}
+        bound.objective_terms = lambda *args, **kwargs: functional_call(  # type: ignore[attr-defined]
+            terms_module, named, args, kwargs, strict=False)
     return bound
+
+
+class _ObjectiveTerms(torch.nn.Module):
+    """Calls ``guide.objective_terms`` as its forward, so ``functional_call`` can bind theta."""
+
+    def __init__(self, guide):
+        super().__init__()
+        self.guide = guide
+
+    def forward(self, *args, **kwargs):
+        return self.guide.objective_terms(*args, **kwargs)
