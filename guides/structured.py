@@ -158,6 +158,7 @@ class StructuredGuide(nn.Module):
         self.structure_lr = float(structure_lr)
         self._c_reg = 1.0
         self._natural: Tensor | None = None
+        self._natural_count = 0
         if weights not in ("mean_field", "full_rank"):
             raise ValueError(f"weights must be 'mean_field' or 'full_rank', got {weights!r}")
         if structure not in ("auto", "joint", "factorised"):
@@ -356,8 +357,10 @@ class StructuredGuide(nn.Module):
             per = (grad_w / w.detach()[:, None])[:, self.model.supernet.group_index]
             weights = weights.detach() + (weights - weights.detach()) * per
         ll = self.log_likelihoods(x, y, weights, choices, num_data)
-        if torch.is_grad_enabled():
-            self._natural = self._natural_gradient(choices, ll.detach())
+        if torch.is_grad_enabled():   # averaged over the draws of one step (num_particles)
+            r = self._natural_gradient(choices, ll.detach())
+            self._natural = r if self._natural is None else self._natural + r
+            self._natural_count += 1
         p_group = self.group_probabilities()
         kls = self.group_kls()
         if self.precondition:
@@ -505,14 +508,14 @@ class NaturalStructureOptimizer:
         natural = self.guide._natural
         if natural is not None and logits.requires_grad:
             with torch.no_grad():
-                logits.add_(self.rho() * natural)
+                logits.add_(self.rho() * natural / max(self.guide._natural_count, 1))
                 if self.guide.joint:
                     logits.sub_(logits.max())
                 else:
                     for e, k in enumerate(self.guide.structure.edge_sizes):
                         block = self.guide.structure._starts[e]
                         logits[block:block + k] -= logits[block:block + k].max()
-            self.guide._natural = None
+        self.guide._natural, self.guide._natural_count = None, 0
         return loss
 
     def state_dict(self) -> dict:

@@ -162,6 +162,16 @@ class SearchResult:
         return [RankedStructure({e.name: e.labels[l] for e, l in zip(edges, idx)}, p)
                 for p, idx in ranked]
 
+    def rank(self, x: Tensor, y: Tensor, k: int = 5, refit_steps: int = 500,
+             num_draws: int = 200, seed: int = 0) -> list:
+        """The top-k discrete structures under q, each with an evidence estimate (the ELBO of
+        q(W | s) refitted at the vertex on the training data ``x, y``) and its standard error,
+        ordered by evidence + log prior, with the probability that each beats the next
+        (:func:`bnas_pyro.analysis.ranking.rank_structures`)."""
+        from .ranking import rank_structures
+
+        return rank_structures(self.model, self.guide, x, y, k, refit_steps, num_draws, seed=seed)
+
     # ------------------------------------------------------------------ the derived network
     def posterior_mean(self) -> Tensor:
         """E_q[W] (at gamma = 1), the flat weight vector of the supernet."""
