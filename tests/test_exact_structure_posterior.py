@@ -204,3 +204,42 @@ def test_subset_rank_follows_the_closed_form():
     estimates = [r.evidence for r in ranking]
     assert _kendall_tau(estimates, exact) >= 0.8, (estimates, exact)
     assert all(r.beats_next is None or 0.5 <= r.beats_next <= 1 for r in ranking)
+
+
+# ------------------------------------------------------------------ evidence mode (A, beta, m learned)
+def evidence_mode_degree(seed, outer_steps=300):
+    """Evidence mode with StructuredGuide (mean field), one restart, no warm-up: A, beta and m
+    learned jointly with q (empirical Bayes), 3000 Adam steps, step size 0.01 decaying to 0.001
+    over the second half."""
+    from bnas_pyro import BilevelSearch, Coefficients
+
+    x, y = poly.make_data(seed)
+    torch.manual_seed(seed)
+    model = BayesianSupernet(poly.make_space(),
+                             likelihood=NormalLikelihood(precision=1.0, learn=True))
+    guide = StructuredGuide(model, weights="mean_field",
+                            generator=torch.Generator().manual_seed(seed))
+    search = BilevelSearch(model, guide, Coefficients(), "joint", inner_steps=10,
+                           outer_steps=outer_steps, lr=0.01, hyper_lr=0.01, seed=seed,
+                           progress=False, lr_schedule=poly.geometric_lr(0.01, 0.001, begin=0.5))
+    result = search.run(x, y)
+    return int(np.argmax(result.edge_probabilities()[poly.EDGE]))
+
+
+def test_evidence_mode_reduced():
+    """Seed 2: without the structure's Occam factor the search ended at degree 4 here."""
+    torch.set_num_threads(1)
+    best, _ = poly.closed_form_best(2)
+    assert evidence_mode_degree(2, outer_steps=150) == best == 3
+
+
+@pytest.mark.slow
+def test_evidence_mode_ten_seeds():
+    torch.set_num_threads(1)
+    agree = 0
+    for seed in range(10):
+        best, evidences = poly.closed_form_best(seed)
+        found = evidence_mode_degree(seed)
+        agree += found == best
+        print(f"seed {seed}: closed-form best {best}, found {found}", flush=True)
+    assert agree >= 9, agree
