@@ -46,6 +46,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from bnas_pyro.checks import check_data, check_model_guide
 from bnas_pyro.models.likelihoods import OBS_SITE
 from bnas_pyro.models.structure_priors import structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
@@ -178,6 +179,10 @@ def to_inference_data(result, x: Tensor | None = None, y: Tensor | None = None, 
     """
     model = model if model is not None else result.model
     guide = guide if guide is not None else result.guide
+    if x is not None:
+        check_data(x, y, model, guide)
+    else:
+        check_model_guide(model, guide)
     if num_chains < 1 or num_draws < num_chains:
         raise ValueError(f"need num_draws >= num_chains >= 1, got {num_draws}, {num_chains}")
     s = sample_posterior(model, guide, x, y, num_draws=num_draws,
