@@ -216,7 +216,8 @@ def load_config(path: "str | Path | None" = None) -> RunConfig:
 
             data = yaml.safe_load(text)
     except Exception as err:  # noqa: BLE001 - report any parse error with the file name
-        raise ConfigError("", f"cannot parse {str(path)!r}: {err}") from None
+        raise ConfigError("", f"cannot parse {str(path)!r}: "
+                              f"{' '.join(str(err).split())}") from None
     if data is None:
         raise ConfigError("", f"{str(path)!r} is empty: write the keys to change (e.g. "
                               "'search: {epochs: 20}'), or leave out --config for the default "
