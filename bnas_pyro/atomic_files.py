@@ -9,11 +9,12 @@ removes the temporary file, leaves the old file as it was and raises :class:`Fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 
 class FileWriteError(OSError):
@@ -71,6 +72,40 @@ def atomic_write(path: "str | os.PathLike", write: Callable[[IO[bytes]], Any]) -
     return path
 
 
+@contextlib.contextmanager
+def atomic_path(path: "str | os.PathLike") -> Iterator[Path]:
+    """For writers that want a file name (e.g. NetCDF): yields a temporary path beside ``path``;
+    when the block ends without error, the file is fsync-ed and renamed onto ``path``.  Any
+    failure removes it and raises :class:`FileWriteError` naming ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise FileWriteError(path, err) from err
+    tmp = Path(name)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except FileWriteError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the write is reported by path
+        raise FileWriteError(path, err) from err
+    finally:
+        if tmp.exists():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+    _fsync_dir(path.parent)
+
+
 def write_text(path: "str | os.PathLike", text: str, encoding: str = "utf-8") -> Path:
     """:func:`atomic_write` of a text."""
     data = text.encode(encoding)
@@ -84,4 +119,4 @@ def torch_save(obj: Any, path: "str | os.PathLike") -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-__all__ = ["FileWriteError", "atomic_write", "torch_save", "write_text"]
+__all__ = ["FileWriteError", "atomic_path", "atomic_write", "torch_save", "write_text"]

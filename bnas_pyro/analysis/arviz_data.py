@@ -46,6 +46,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from bnas_pyro.atomic_files import atomic_path
 from bnas_pyro.checks import check_data, check_model_guide
 from bnas_pyro.models.likelihoods import OBS_SITE
 from bnas_pyro.models.structure_priors import structure_site
@@ -283,9 +284,11 @@ def plot_posterior(idata, var_names: Sequence[str] | None = None, **kwargs):
 
 
 def save(idata, path: "str | Path") -> Path:
-    """Write InferenceData to NetCDF (``posterior.nc``)."""
+    """Write InferenceData to NetCDF (``posterior.nc``), atomically
+    (:func:`bnas_pyro.atomic_files.atomic_path`)."""
     path = Path(path)
-    idata.to_netcdf(str(path))
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
     return path
 
 
