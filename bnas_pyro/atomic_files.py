@@ -32,6 +32,9 @@ class FileWriteError(OSError):
     def __str__(self) -> str:
         return self.args[1]
 
+    def __reduce__(self):  # rebuilt from (path, cause) when sent between processes
+        return type(self), (self.path, self.cause)
+
 
 def _fsync_dir(folder: Path) -> None:
     try:

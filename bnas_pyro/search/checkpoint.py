@@ -46,6 +46,9 @@ class CheckpointWriteError(FileWriteError):
         self.state = state
         self.args = (self.args[0], f"{self.args[1]}; the search state is kept in memory")
 
+    def __reduce__(self):
+        return type(self), (self.path, self.cause, self.state)
+
 
 def checkpoint_path(directory: str | os.PathLike) -> Path:
     return Path(directory) / CHECKPOINT_NAME
