@@ -106,6 +106,17 @@ class DiscreteStructure(nn.Module):
         return [p.new_zeros(k).index_add(0, self.choices[:, e], p)
                 for e, k in enumerate(self.edge_sizes)]
 
+    @torch.no_grad()
+    def min_prior_kl(self) -> Tensor:
+        """min over the prior logits m of KL(q(s) || prod_e softmax(m^e)): 0 for a factorised q
+        (m = q's logits), sum_e H(q_e) - H(q) for a joint one (the marginals are the minimiser)."""
+        if not self.joint:
+            return self.logits.new_zeros(())
+        p = torch.softmax(self.logits, -1)
+        joint_h = -(p * p.clamp_min(1e-300).log()).sum()
+        marginal_h = sum(-(m * m.clamp_min(1e-300).log()).sum() for m in self.probabilities())
+        return (marginal_h - joint_h).clamp_min(0.0)
+
     def sample(self, num: int = 1) -> Tensor:
         """``num`` structures s ~ q, shape (num, E)."""
         with torch.no_grad():
@@ -432,13 +443,22 @@ class StructuredGuide(nn.Module):
             value[s[e]] = 0.0
             pyro.sample(structure_site(edge.name), dist.Delta(value, event_dim=1),
                         infer=dict(STRUCTURE_ROLE))
-        present = self.group_probabilities().new_zeros(self.model.layout.num_groups, dtype=torch.bool)
-        offsets = torch.tensor(self._group_offsets, device=s.device)
-        present[s + offsets] = True
+        pyro.sample(WEIGHT_SITE, self.weight_distribution(s))
+
+    def weight_distribution(self, s: Tensor):
+        """q(W | s): q_g on the groups of s, the prior N(0, A^{-1}) on the others (a diagonal
+        Normal for ``mean_field``, a block-diagonal MultivariateNormal for ``full_rank``)."""
+        present = torch.zeros(self.model.layout.num_groups, dtype=torch.bool, device=self.loc.device)
+        present[self._groups_of(s[None])[0]] = True
         mask = present[self.model.supernet.group_index]
-        prior = self.model.hyper.precision_per_parameter().rsqrt() * torch.randn_like(self.loc)
-        w = torch.where(mask, self.sample_weights(), prior)
-        pyro.sample(WEIGHT_SITE, dist.Delta(w, event_dim=1))
+        prior_scale = self.model.hyper.precision_per_parameter().rsqrt()
+        loc = torch.where(mask, self.loc, torch.zeros_like(self.loc))
+        scale = self.scale
+        if self.weights_family == "mean_field":
+            return dist.Normal(loc, torch.where(mask, scale, prior_scale)).to_event(1)
+        blocks = [self._tril(g, scale) if present[g] else torch.diag_embed(prior_scale[a:b])
+                  for g, (a, b) in enumerate(self._group_bounds)]
+        return dist.MultivariateNormal(loc, scale_tril=torch.block_diag(*blocks))
 
     def weight_mean(self) -> Tensor:
         """E_q[W | g in s] (the posterior-mean weights of a chosen primitive)."""
