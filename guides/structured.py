@@ -71,13 +71,22 @@ class DiscreteStructure(nn.Module):
     one primitive included, always 0), in ``itertools.product`` order.
     """
 
-    def __init__(self, model, joint: bool, init_logits: Tensor | None = None):
+    def __init__(self, model, joint: bool, init_logits: Tensor | None = None,
+                 support: Tensor | None = None):
         super().__init__()
         self.edge_sizes = list(model.layout.edge_sizes)
         self._starts = [sum(self.edge_sizes[:e]) for e in range(len(self.edge_sizes))]
-        self.joint = bool(joint)
+        self.joint = bool(joint) or support is not None
         like = model.hyper.structure_logits
-        n = (math.prod(self.edge_sizes) if self.joint else sum(self.edge_sizes))
+        if support is not None:
+            support = torch.as_tensor(support, dtype=torch.long).reshape(-1, len(self.edge_sizes))
+            bad = (support < 0) | (support >= torch.tensor(self.edge_sizes))
+            if bad.any():
+                row, edge = bad.nonzero()[0].tolist()
+                raise ValueError(f"support row {row}: edge {model.space.edges[edge].name} has no "
+                                 f"primitive {int(support[row, edge])}")
+        n = (math.prod(self.edge_sizes) if support is None else support.shape[0]) if self.joint \
+            else sum(self.edge_sizes)
         logits = (torch.zeros(n, dtype=like.dtype, device=like.device) if init_logits is None
                   else torch.as_tensor(init_logits, dtype=like.dtype, device=like.device).clone())
         if logits.shape != (n,):
@@ -85,9 +94,10 @@ class DiscreteStructure(nn.Module):
                              f"{'joint' if joint else 'factorised'} q(s), got {tuple(logits.shape)}")
         self.logits = nn.Parameter(logits)
         if self.joint:
-            choices = torch.tensor(list(itertools.product(*[range(k) for k in self.edge_sizes])),
-                                   dtype=torch.long).reshape(-1, len(self.edge_sizes))
-            self.register_buffer("choices", choices, persistent=False)
+            choices = support if support is not None else torch.tensor(
+                list(itertools.product(*[range(k) for k in self.edge_sizes])),
+                dtype=torch.long).reshape(-1, len(self.edge_sizes))
+            self.register_buffer("choices", choices.to(like.device), persistent=False)
 
     def edge_logits(self, edge: int) -> Tensor:
         if self.joint:
@@ -153,6 +163,8 @@ class StructuredGuide(nn.Module):
             structures instead of 0.03).
         structure_lr: rho, the step of q(s)'s natural-gradient updates
             (:class:`NaturalStructureOptimizer`).
+        support: restrict a joint q(s) to these structures, (S, E) primitive indices per edge
+            (default: all); a single row fits q(W | s) of that one structure.
     """
 
     couples_weights_to_structure = True  # q(W | s): the scaled prior is well posed at vertices
@@ -161,7 +173,8 @@ class StructuredGuide(nn.Module):
                  structure: StructureFamily = "auto", max_joint: int = 64,
                  init_scale: float = 0.05, init_loc: Tensor | None = None,
                  init_logits: Tensor | None = None, generator: torch.Generator | None = None,
-                 precondition: bool = True, structure_lr: float = 0.02):
+                 precondition: bool = True, structure_lr: float = 0.02,
+                 support: Tensor | None = None):
         super().__init__()
         self.precondition = bool(precondition)
         if not 0 < structure_lr <= 1:
@@ -181,7 +194,7 @@ class StructuredGuide(nn.Module):
         num = model.space.num_structures
         joint = structure == "joint" or (structure == "auto" and num <= int(max_joint))
         self.weights_family = weights
-        self.structure = DiscreteStructure(model, joint, init_logits)
+        self.structure = DiscreteStructure(model, joint, init_logits, support)
         layout = model.layout
         self.loc = nn.Parameter(initial_locations(model, init_loc, generator))
         self.scale_unconstrained = nn.Parameter(

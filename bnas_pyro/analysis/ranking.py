@@ -71,15 +71,8 @@ def refit_structure(model, guide, choice: tuple[int, ...], x: Tensor, y: Tensor,
     """A :class:`StructuredGuide` with q(s) held at ``choice``, its q_g started from ``guide``'s
     means (when it has them) and fitted ``steps`` Adam steps at fixed h (full batch)."""
     family = weights or getattr(guide, "weights_family", "full_rank")
-    n = math.prod(model.layout.edge_sizes)
-    index = 0
-    for e, l in enumerate(choice):
-        index = index * model.layout.edge_sizes[e] + l
-    logits = torch.full((n,), -1e4, dtype=model.hyper.structure_logits.dtype)
-    logits[index] = 0.0
-    refit = StructuredGuide(model, weights=family, structure="joint", max_joint=n,
-                            init_logits=logits, init_loc=getattr(guide, "loc", None)
-                            if hasattr(guide, "loc") else None)
+    refit = StructuredGuide(model, weights=family, support=torch.tensor([list(choice)]),
+                            init_loc=getattr(guide, "loc", None))
     refit = refit.to(device=x.device, dtype=x.dtype)
     if isinstance(guide, StructuredGuide):
         with torch.no_grad():
