@@ -156,8 +156,14 @@ class SearchResult:
     def top_structures(self, k: int = 5) -> list[RankedStructure]:
         """The k most probable discrete structures under q, best first, with their probabilities
         prod_e q(argmax gamma^e = l_e) (exact for a q that factorises over edges)."""
-        probs = self.edge_probabilities()
         edges = list(self.space.edges)
+        if getattr(self.guide, "joint", False) and hasattr(self.guide, "structure_probabilities"):
+            q = self.guide.structure_probabilities().detach()     # a joint q(s): exact
+            order = torch.argsort(q, descending=True)[:k].tolist()
+            choices = self.guide.structure.choices
+            return [RankedStructure({e.name: e.labels[int(l)] for e, l in zip(edges, choices[i])},
+                                    float(q[i])) for i in order]
+        probs = self.edge_probabilities()
         ranked = top_products([list(probs[e.name]) for e in edges], k)
         return [RankedStructure({e.name: e.labels[l] for e, l in zip(edges, idx)}, p)
                 for p, idx in ranked]

@@ -150,13 +150,17 @@ class RetrainConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json."""
+    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json;
+    ``rank_k`` structures ranked by a refitted evidence estimate (``rank_refit_steps`` steps each,
+    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; structured guide only)."""
 
     draws: int = 200
     chains: int = 2
     predictive_draws: int = 100
     top_k: int = 5
     plots: bool = True
+    rank_k: int = 5
+    rank_refit_steps: int = 300
 
 
 @dataclass
