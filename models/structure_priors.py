@@ -96,39 +96,43 @@ class ConcreteGroups:
                                 for k, (g, n) in self._rows.items()]
         return self._on[device]
 
+    def _assemble(self, like: Tensor, rows: list[Tensor]) -> Tensor:
+        """The vector over the groups from the per-K row matrices (0 on single-primitive edges)."""
+        index = self._index(like.device)
+        if len(index) == 1 and index[0][3].numel() == self.num_groups:   # every edge has one K
+            return rows[0].reshape(-1)
+        value = like.new_zeros(self.num_groups)
+        for (_, _, _, flat), r in zip(index, rows):
+            value = value.index_put((flat,), r.reshape(-1))
+        return value
+
     def rsample(self, logits: Tensor, temperature: Tensor) -> Tensor:
         """A reparameterised draw of log gamma for every edge, as a vector over the groups."""
-        like = logits
-        value = like.new_zeros(self.num_groups)
         if not self.multi:
-            return value
-        u = clamp_probs(torch.cat([torch.rand(k, dtype=like.dtype, device=like.device)
+            return logits.new_zeros(self.num_groups)
+        u = clamp_probs(torch.cat([torch.rand(k, dtype=logits.dtype, device=logits.device)
                                    for k in self.multi]))
-        for _, groups, noise, flat in self._index(like.device):
-            s = logits[groups]
-            s = s - s.logsumexp(-1, keepdim=True)
-            scores = (s + -((-(u[noise].log())).log())) / temperature
-            value = value.index_put((flat,), (scores - scores.logsumexp(-1, keepdim=True)).reshape(-1))
-        return value
+        rows = []
+        for _, groups, noise, _ in self._index(logits.device):
+            gumbels = -((-(u[noise].log())).log())
+            rows.append(((logits[groups].log_softmax(-1) + gumbels) / temperature).log_softmax(-1))
+        return self._assemble(logits, rows)
 
     def log_prob(self, value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
         """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
         total = value.new_zeros(())
         for k, groups, _, _ in self._index(value.device):
-            s = logits[groups]
-            s = s - s.logsumexp(-1, keepdim=True)
-            log_scale = torch.full_like(temperature, float(k)).lgamma() - temperature.log().mul(-(k - 1))
-            score = s - value[groups].mul(temperature)
-            score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
-            total = total + (score + log_scale).sum()
+            log_scale = math.lgamma(k) + (k - 1) * temperature.log()
+            score = logits[groups].log_softmax(-1) - value[groups].mul(temperature)
+            total = total + score.log_softmax(-1).sum() + len(groups) * log_scale
         return total
 
     def normalise(self, value: Tensor) -> Tensor:
         """log gamma - logsumexp(log gamma) on every edge (so that gamma is on the simplex)."""
-        for _, groups, _, flat in self._index(value.device):
-            v = value[groups]
-            value = value.index_put((flat,), (v - v.logsumexp(-1, keepdim=True)).reshape(-1))
-        return value
+        if not self.multi:
+            return value
+        return self._assemble(value, [value[groups].log_softmax(-1)
+                                      for _, groups, _, _ in self._index(value.device)])
 
 
 def _not_overridden(obj, base, *names: str) -> bool:
