@@ -131,7 +131,7 @@ class LeanBayesStep:
         c, t = self.cell, self.t
         s = F.softplus(self.rho)
         w = self.mu + s * torch.randn_like(self.mu)
-        log_a = self.log_A[c.group_index]
+        log_a = self.log_A.index_select(0, c.group_index)
         kl = 0.5 * (log_a.exp() * (s * s + self.mu * self.mu) - 1 - log_a - 2 * s.log()).sum()
         gammas = {}
         for k, es in c.by_k.items():

@@ -138,8 +138,9 @@ def _diagonal_gaussian_kl(q, log_precision: Tensor | None) -> Tensor | None:
     """KL(N(mu, diag s^2) || N(0, A^{-1})) = 1/2 sum(A s^2 + A mu^2 - 1 - ln A - ln s^2)
     (METHOD.md section 3) for a diagonal Normal q and a prior given by log A per parameter;
     ``None`` for any other pair."""
-    if (log_precision is None or type(q) is not Independent or type(q.base_dist) is not Normal
-            or q.reinterpreted_batch_ndims != 1):
+    if (log_precision is None or not isinstance(q, Independent)
+            or not isinstance(q.base_dist, Normal) or q.reinterpreted_batch_ndims != 1
+            or q.base_dist.loc.shape != log_precision.shape):
         return None
     mu, s = q.base_dist.loc, q.base_dist.scale
     var = s * s

@@ -84,7 +84,7 @@ class MeanFieldGuide(nn.Module):
         """:meth:`weight_distribution` with log gamma per group (edge, primitive), unvalidated."""
         if self.couples_weights_to_structure:
             return StructureScaledNormal(self.loc, self.scale,
-                                         log_gamma[self.model.supernet.group_index],
+                                         log_gamma.index_select(0, self.model.supernet.group_index),
                                          validate_args=False)
         return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
 

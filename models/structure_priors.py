@@ -97,14 +97,24 @@ class ConcreteGroups:
         return self._on[device]
 
     def _assemble(self, like: Tensor, rows: list[Tensor]) -> Tensor:
-        """The vector over the groups from the per-K row matrices (0 on single-primitive edges)."""
+        """The vector over the groups from the per-K row matrices (0 on single-primitive edges);
+        remembers the rows of the last vector made, so that reading it back costs no gather."""
         index = self._index(like.device)
         if len(index) == 1 and index[0][3].numel() == self.num_groups:   # every edge has one K
-            return rows[0].reshape(-1)
-        value = like.new_zeros(self.num_groups)
-        for (_, _, _, flat), r in zip(index, rows):
-            value = value.index_put((flat,), r.reshape(-1))
+            value = rows[0].reshape(-1)
+        else:
+            value = like.new_zeros(self.num_groups)
+            for (_, _, _, flat), r in zip(index, rows):
+                value = value.index_put((flat,), r.reshape(-1))
+        self._last = (value, rows)
         return value
+
+    def rows(self, value: Tensor) -> list[Tensor]:
+        """The per-K row matrices ``(E_k, K)`` of a vector over the groups."""
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is value:
+            return last[1]
+        return [value[groups] for _, groups, _, _ in self._index(value.device)]
 
     def rsample(self, logits: Tensor, temperature: Tensor) -> Tensor:
         """A reparameterised draw of log gamma for every edge, as a vector over the groups."""
@@ -121,9 +131,10 @@ class ConcreteGroups:
     def log_prob(self, value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
         """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
         total = value.new_zeros(())
-        for k, groups, _, _ in self._index(value.device):
+        index = self._index(value.device)
+        for (k, groups, _, _), v in zip(index, self.rows(value)):
             log_scale = math.lgamma(k) + (k - 1) * temperature.log()
-            score = logits[groups].log_softmax(-1) - value[groups].mul(temperature)
+            score = logits[groups].log_softmax(-1) - v.mul(temperature)
             total = total + score.log_softmax(-1).sum() + len(groups) * log_scale
         return total
 
@@ -131,8 +142,7 @@ class ConcreteGroups:
         """log gamma - logsumexp(log gamma) on every edge (so that gamma is on the simplex)."""
         if not self.multi:
             return value
-        return self._assemble(value, [value[groups].log_softmax(-1)
-                                      for _, groups, _, _ in self._index(value.device)])
+        return self._assemble(value, [v.log_softmax(-1) for v in self.rows(value)])
 
 
 def _not_overridden(obj, base, *names: str) -> bool:

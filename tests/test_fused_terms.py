@@ -177,3 +177,15 @@ def test_inner_loop_fast_and_pyro_paths_take_the_same_steps(monkeypatch):
     (va, la), (vb, lb) = run(True), run(False)
     torch.testing.assert_close(torch.tensor(va), torch.tensor(vb), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(la, lb, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_fast_path_on_cuda():
+    """Both paths on a CUDA device (the model, guide and data moved there) give the same terms."""
+    model, guide, x, y = build("mean_field", torch.float32)
+    device = torch.device("cuda")
+    model, guide = model.to(device), guide.to(device)
+    x, y = x.to(device), y.to(device)
+    compare(model, guide, x, y, 200, torch.float32)
+    loop = InnerLoop(model, guide, lr=1e-2)
+    assert all(torch.isfinite(torch.tensor(loop.step(x, y, 200))) for _ in range(3))
