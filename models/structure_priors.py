@@ -90,6 +90,12 @@ class ConcreteGroups:
         self._rows = {k: (torch.tensor(g), torch.tensor(n)) for k, (g, n) in rows.items()}
         self._on: dict[torch.device, list] = {}
 
+    def __getstate__(self):   # the per-device index cache and the last draw are not state
+        state = dict(self.__dict__)
+        state["_on"] = {}
+        state.pop("_last", None)
+        return state
+
     def _index(self, device: torch.device):
         if device not in self._on:
             self._on[device] = [(k, g.to(device), n.to(device), g.reshape(-1).to(device))
