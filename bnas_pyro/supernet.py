@@ -5,7 +5,8 @@
 All parameters W of all (edge, primitive) pairs live in one flat vector of length
 :attr:`ParameterLayout.num_parameters`; :class:`ParameterLayout` says where each pair's
 tensors sit and which *group* g = (edge, primitive) each scalar belongs to.  The cost of a
-forward pass is one call per (edge, primitive) pair: linear in their number.
+forward pass is linear in the number of (edge, primitive) pairs; the built-in dense primitives
+of all edges leaving a node are fused into one matmul (see :class:`Supernet`).
 """
 
 from __future__ import annotations
