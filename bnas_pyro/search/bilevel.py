@@ -252,11 +252,11 @@ class BilevelSearch:
     def terms(self, theta: Mapping[str, Tensor] | None = None, batch: Batch | None = None) -> ElboTerms:
         """ElboTerms at theta (default: the guide's current parameters) on a batch."""
         x, y, n = batch if batch is not None else self.next_batch()
-        guide = self.guide if theta is None else _bind(self.guide, theta)
         with self._noise():
             total = None
             for _ in range(self.num_particles):
-                t = guide_terms(self.model, guide, x, y, n)
+                t = (guide_terms(self.model, self.guide, x, y, n) if theta is None
+                     else _terms_at(self.model, self.guide, theta, x, y, n))
                 total = t if total is None else total + t
         return total if self.num_particles == 1 else total / self.num_particles
 
@@ -558,20 +558,26 @@ def _bind(guide, theta: Mapping[str, Tensor]):
     def bound(*args, **kwargs):
         return functional_call(guide, dict(theta), args, kwargs, strict=False)
 
-    if hasattr(guide, "objective_terms"):   # the guide's own bound, at theta
-        terms_module = _ObjectiveTerms(guide)
-        named = {"guide." + k: v for k, v in theta.items()}
-        bound.objective_terms = lambda *args, **kwargs: functional_call(  # type: ignore[attr-defined]
-            terms_module, named, args, kwargs, strict=False)
     return bound
 
 
-class _ObjectiveTerms(torch.nn.Module):
-    """Calls ``guide.objective_terms`` as its forward, so ``functional_call`` can bind theta."""
+class _TermsAt(torch.nn.Module):
+    """``guide_terms(model, guide, ...)`` as a module holding the guide, so that
+    ``functional_call`` can evaluate it at other guide parameters and ``guide_terms`` still sees
+    the guide itself (and its fast path)."""
 
-    def __init__(self, guide):
+    def __init__(self, model, guide):
         super().__init__()
         self.guide = guide
+        object.__setattr__(self, "model", model)
 
-    def forward(self, *args, **kwargs):
-        return self.guide.objective_terms(*args, **kwargs)
+    def forward(self, *args):
+        return guide_terms(self.model, self.guide, *args)
+
+
+def _terms_at(model, guide, theta: Mapping[str, Tensor], *args) -> ElboTerms:
+    """One draw of the ElboTerms with the guide's parameters replaced by ``theta``."""
+    if not isinstance(guide, torch.nn.Module):
+        return guide_terms(model, _bind(guide, theta), *args)
+    return functional_call(_TermsAt(model, guide), {f"guide.{k}": v for k, v in theta.items()},
+                           args, strict=False)
