@@ -14,11 +14,14 @@ Restarts run in turn or in parallel processes (``processes > 1``); each process 
 guide's and the hyperparameters' state, and the best restart is rebuilt in the calling process
 by the same ``build`` function, so ``build`` must be picklable for processes (a module-level
 function or a ``functools.partial`` of one) and every custom primitive must be registered when
-its module is imported.
+its module is imported.  With ``parallel`` (a :class:`~bnas_pyro.distributed.DataParallel`),
+restart r runs on rank r mod R and the records and states are gathered on rank 0, which builds
+the same report as one process would.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -32,6 +35,7 @@ from bnas_pyro.analysis.result import OuterRecord, SearchResult
 from bnas_pyro.objectives import estimate_elbo
 
 from .bilevel import BilevelSearch
+from .data_parallel import run_on_ranks
 
 BuildFn = Callable[[int], "BilevelSearch"]
 
@@ -128,7 +132,8 @@ def _run_one(build: BuildFn, index: int, seed: int, x: Tensor, y: Tensor | None,
 def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restarts: int = 2, *,
                  seed: int = 0, processes: int = 1, elbo_particles: int = 200,
                  x_val: Tensor | None = None, y_val: Tensor | None = None,
-                 mp_context: str = "spawn", num_threads: int | None = 1) -> RestartReport:
+                 mp_context: str = "spawn", num_threads: int | None = 1,
+                 parallel: Any = None) -> RestartReport | None:
     """Run ``num_restarts`` searches and keep the one with the best final ELBO.
 
     Args:
@@ -141,8 +146,11 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
         elbo_particles: Monte Carlo draws for each final ELBO (its standard error is reported).
         mp_context: the multiprocessing start method for workers.
         num_threads: torch threads per restart (``None``: leave as is).
+        parallel: a :class:`~bnas_pyro.distributed.DataParallel`: restart r runs on rank
+            r mod R (in turn there), and rank 0 gathers them.
     Returns:
-        a :class:`RestartReport`; ``report.best`` is the kept :class:`SearchResult`.
+        a :class:`RestartReport`; ``report.best`` is the kept :class:`SearchResult`.  With
+        ``parallel``, the report on rank 0 and ``None`` on the other ranks.
     """
     if num_restarts < 1:
         raise ValueError(f"num_restarts must be >= 1, got {num_restarts}")
@@ -151,7 +159,12 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
     jobs = [(build, r, seed + r, x, y, x_val, y_val, elbo_particles, num_threads)
             for r in range(num_restarts)]
     outputs: list[dict[str, Any]]
-    if processes == 1 or num_restarts == 1:
+    if parallel is not None:
+        gathered = run_on_ranks(parallel, [functools.partial(_run_remote, *job) for job in jobs])
+        if gathered is None:
+            return None
+        outputs = gathered
+    elif processes == 1 or num_restarts == 1:
         saved = torch.get_num_threads()
         try:
             outputs = [_run_one(*job) for job in jobs]
