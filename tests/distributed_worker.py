@@ -2,7 +2,7 @@
 ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` set as ``torchrun`` sets them), and
 the searches the tests compare, built the same way in one process.
 
-    python tests/distributed_worker.py all OUT.pt     step, 20 steps, a search, restarts
+    python tests/distributed_worker.py all OUT DIR    step, 20 steps, a search, restarts, resume
     python tests/distributed_worker.py long OUT.pt    a search that runs until it is killed
 """
 
@@ -29,14 +29,16 @@ def cubic_data(n: int = 48):
 
 
 def build(seed: int = 0, parallel=None, outer_steps: int = 20, inner_steps: int = 10,
-          batch_size: int | None = 16, **options) -> BilevelSearch:
+          batch_size: int | None = 16, hypergradient_override: str = "joint",
+          **options) -> BilevelSearch:
     """A search over the degree (0..3) of a polynomial, in float64, minibatched."""
     space = SearchSpace({"x": 1, "y": 1}, [("x", "y", [{"name": "poly", "degree": d}
                                                        for d in range(4)])])
     model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=4.0)).double()
     guide = MeanFieldGuide(model, init_scale=0.05,
                            generator=torch.Generator().manual_seed(seed)).double()
-    return BilevelSearch(model, guide, Coefficients(c_temp=0.5), "joint", inner_steps=inner_steps,
+    return BilevelSearch(model, guide, Coefficients(c_temp=0.5), hypergradient_override,
+                         inner_steps=inner_steps,
                          outer_steps=outer_steps, lr=0.02, hyper_lr=0.02, batch_size=batch_size,
                          seed=seed, progress=False, parallel=parallel, **options)
 
@@ -65,15 +67,16 @@ def twenty_steps(parallel=None) -> dict[str, torch.Tensor]:
 def search_outcome(parallel=None, checkpoint_dir=None, resume: bool = False,
                    outer_steps: int = 20) -> dict:
     """A 200-step search; its structure, final ELBO (seeded estimate on all the data) and state."""
+    steps_run = []
     search = build(outer_steps=outer_steps, parallel=parallel, checkpoint_dir=checkpoint_dir,
-                   checkpoint_every=5)
+                   checkpoint_every=5, callbacks=[lambda search, record: steps_run.append(record.step)])
     x, y = cubic_data()
     result = search.run(x, y, resume=resume)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(123)
         elbo, _ = estimate_elbo(search.model, search.guide, x, y, num_particles=200)
     return {"structure": dict(result.structure), "elbo": elbo, "state": state(search),
-            "final_L": result.final_L}
+            "final_L": result.final_L, "steps_run": steps_run}
 
 
 def restart_build(seed: int) -> BilevelSearch:
@@ -94,20 +97,23 @@ def main(argv: list[str]) -> int:
     parallel = init_from_environment(timeout=TIMEOUT)
     if scenario == "all":
         report = restarts(parallel)
+        from bnas_pyro.search.data_parallel import ShardedSampler
+
+        x, y = cubic_data()
+        first_shard = next(ShardedSampler(x, y, 16, torch.Generator().manual_seed(0), parallel))[0]
         results = {
-            "rank": parallel.rank, "one_step": one_step(parallel),
+            "rank": parallel.rank, "first_shard": first_shard, "one_step": one_step(parallel),
             "twenty_steps": twenty_steps(parallel), "search": search_outcome(parallel),
             "restarts": None if report is None else {
                 "records": [r.to_dict() for r in report.records], "best_index": report.best_index,
                 "best_state": state_of(report)},
         }
-        torch.save(results, out)
-    elif scenario == "resume":
-        checkpoint_dir = argv[3]
-        # first a search stopped after 10 of 20 outer steps (its checkpoint at step 10), then
-        # the full search resumed from it
+        # resume: a search stopped after 10 of 20 outer steps (its checkpoint at step 10, in
+        # rank 0's folder only), then the full search resumed from it
+        checkpoint_dir = f"{argv[3]}/rank{parallel.rank}"
         search_outcome(parallel, checkpoint_dir, outer_steps=10)
-        torch.save(search_outcome(parallel, checkpoint_dir, resume=True), out)
+        results["resumed"] = search_outcome(parallel, checkpoint_dir, resume=True)
+        torch.save(results, f"{out}.{parallel.rank}")
     elif scenario == "long":
         def ready(search, record):
             if record.step == 1:

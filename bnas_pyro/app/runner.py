@@ -38,6 +38,7 @@ from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
+from bnas_pyro.distributed import init_from_environment
 from bnas_pyro.objectives import estimate_elbo
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.training import residual_std, train_network
@@ -202,14 +203,23 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
 
 
 def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> RunOutcome:
-    """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
+               log: Callable[[str], None] = print) -> RunOutcome | None:
+    """Run the search described by ``config`` and fill a run directory (returned in the outcome).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs its share of a data-parallel
+    search (:mod:`bnas_pyro.search.data_parallel`); rank 0 alone analyses, writes the run
+    directory and returns the outcome, the other ranks return ``None``."""
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
         parts = build_parts(config)
+        parallel = init_from_environment(device=config.device)   # None: one process
+        if parallel is not None and not parallel.is_main:
+            drive(parts, None, progress=False)
+            parallel.close()
+            return None
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
         write_config(config, directory)
@@ -218,6 +228,8 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
             f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
         t0 = time.perf_counter()
         driven = drive(parts, directory, progress)
+        if parallel is not None:
+            parallel.close()
         t1 = time.perf_counter()
         analysis = analyse(config, parts.data, driven.result)
         t2 = time.perf_counter()
