@@ -64,6 +64,15 @@ def twenty_steps(parallel=None) -> dict[str, torch.Tensor]:
     return state(search)
 
 
+def inner_loop(parallel=None) -> dict:
+    """Ten steps of the inner loop (T^eta, ``run_inner_steps``) at fixed h, and the last L."""
+    search = build(parallel=parallel)
+    x, y = cubic_data()
+    search.prepare(x, y)
+    L = search.run_inner_steps(10)
+    return {"state": state(search), "L": L}
+
+
 def search_outcome(parallel=None, checkpoint_dir=None, resume: bool = False,
                    outer_steps: int = 20) -> dict:
     """A 200-step search; its structure, final ELBO (seeded estimate on all the data) and state."""
@@ -103,7 +112,7 @@ def main(argv: list[str]) -> int:
         first_shard = next(ShardedSampler(x, y, 16, torch.Generator().manual_seed(0), parallel))[0]
         results = {
             "rank": parallel.rank, "first_shard": first_shard, "one_step": one_step(parallel),
-            "twenty_steps": twenty_steps(parallel), "search": search_outcome(parallel),
+            "twenty_steps": twenty_steps(parallel), "inner_loop": inner_loop(parallel), "search": search_outcome(parallel),
             "restarts": None if report is None else {
                 "records": [r.to_dict() for r in report.records], "best_index": report.best_index,
                 "best_state": state_of(report)},

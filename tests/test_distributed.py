@@ -101,6 +101,16 @@ def test_after_twenty_steps_the_ranks_are_bit_identical(two_ranks):
         torch.testing.assert_close(a[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+def test_the_inner_loop_with_one_all_reduce_per_step_is_the_single_process_loop(two_ranks):
+    reference = worker.inner_loop()
+    a, b = (r["inner_loop"] for r in two_ranks)
+    assert a["L"] == b["L"]
+    assert math.isclose(a["L"], reference["L"], rel_tol=1e-9)
+    for name, value in reference["state"].items():
+        assert torch.equal(a["state"][name], b["state"][name]), name
+        torch.testing.assert_close(a["state"][name], value, rtol=0, atol=1e-6, msg=name)
+
+
 def test_two_process_search_ends_as_the_one_process_search(two_ranks):
     reference = worker.search_outcome()
     assert reference["structure"] == {"x->y": "poly(degree=3)"}   # the cubic's degree

@@ -40,7 +40,8 @@ from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data_parallel import ShardedSampler, averaging, check_data_parallel, synchronise
+from .data_parallel import (Shard, ShardedSampler, averaging, check_data_parallel,
+                            shard_log_likelihood, sharded_inner_steps, synchronise)
 
 #: a step-size schedule: ``factor(step, num_steps) -> float`` multiplies ``lr`` and ``hyper_lr`` at
 #: outer step ``step``; or ``make(optimizer) -> torch.optim.lr_scheduler.LRScheduler``, one
@@ -264,9 +265,8 @@ class BilevelSearch:
                 t = trace_terms(self.model, guide, x, y, n)
                 total = t if total is None else total + t
         total = total if self.num_particles == 1 else total / self.num_particles
-        fraction = getattr(batch, "fraction", None)
-        if fraction is not None and self.parallel is not None:  # a shard: the global batch's sum
-            total = ElboTerms(self.parallel.global_sum(total.log_likelihood * fraction),
+        if isinstance(batch, Shard) and self.parallel is not None:  # the global batch's term
+            total = ElboTerms(shard_log_likelihood(self.parallel, total.log_likelihood, batch),
                               total.kl_weights, total.kl_structure)
         return total
 
@@ -323,6 +323,8 @@ class BilevelSearch:
 
     def run_inner_steps(self, num_steps: int) -> float:
         """``num_steps`` optimiser steps on theta at fixed h; returns the last L."""
+        if self.parallel is not None:   # one all-reduce per step
+            return sharded_inner_steps(self, num_steps)
         L = float("nan")
         for _ in range(num_steps):
             self.inner_optimizer.zero_grad(set_to_none=True)

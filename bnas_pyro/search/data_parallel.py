@@ -72,9 +72,40 @@ class ShardedSampler:
         mine = self.parallel.shard(indices)
         return self.x[mine], (None if self.y is None else self.y[mine])
 
-    def next_shard(self) -> Shard:
+    def next_shard(self, summed: bool = True) -> Shard:
         x, y = next(self)
-        return Shard(x, y, self.num_data, self.shard_fraction)
+        return Shard(x, y, self.num_data, self.shard_fraction, summed)
+
+
+def shard_log_likelihood(parallel: DataParallel, log_likelihood: Tensor, shard: Shard) -> Tensor:
+    """The global batch's log-likelihood sum_r |B_r|/|B| loglik_r (``shard.summed``), or this
+    rank's share R |B_r|/|B| loglik_r of it (whose mean over the ranks is the same)."""
+    if shard.summed:
+        return parallel.global_sum(log_likelihood * shard.fraction)
+    return log_likelihood * (shard.fraction * parallel.world_size)
+
+
+def sharded_inner_steps(search, num_steps: int) -> float:
+    """``search.run_inner_steps`` on R ranks with one all-reduce per step: each rank
+    differentiates its share of L (no collective), then the gradients and the share of L are
+    averaged together, and every rank takes the same optimiser step.  Returns the last L (the
+    global one, the same on every rank)."""
+    parallel = search.parallel
+    optimizer = search.inner_optimizer
+    base = optimizer.base if isinstance(optimizer, GradientAveragingOptimizer) else optimizer
+    params = [p for group in base.param_groups for p in group["params"]]
+    L = float("nan")
+    for _ in range(num_steps):
+        base.zero_grad(set_to_none=True)
+        share = search.inner_objective(None, search.sampler.next_shard(summed=False))
+        (-share).backward()
+        averaged = parallel.average([p.grad for p in params] + [share.detach().reshape(1)])
+        for p, g in zip(params, averaged):
+            if g is not None:
+                p.grad = g
+        base.step()
+        L = float(averaged[-1])
+    return L
 
 
 def check_data_parallel(strategy, guide, batch_size: int | None, parallel: DataParallel) -> None:
@@ -133,4 +164,5 @@ def run_on_ranks(parallel: DataParallel, jobs: Sequence[Callable[[], Any]]) -> l
     return [outputs[j] for j in range(len(jobs))]
 
 
-__all__ = ["ShardedSampler", "averaging", "check_data_parallel", "run_on_ranks", "synchronise"]
+__all__ = ["ShardedSampler", "averaging", "check_data_parallel", "run_on_ranks",
+           "shard_log_likelihood", "sharded_inner_steps", "synchronise"]
