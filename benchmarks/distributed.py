@@ -31,6 +31,7 @@ import os
 import socket
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,12 @@ def build_search(batch_size: int, parallel):
     torch.manual_seed(0)
     model = BayesianSupernet(space)
     guide = MeanFieldGuide(model, init_scale=1e-3, generator=torch.Generator().manual_seed(0))
-    return BilevelSearch(model, guide, Coefficients(), "joint", inner_steps=1, outer_steps=1,
-                         lr=1e-3, batch_size=batch_size, seed=0, progress=False,
-                         parallel=parallel)
+    search = BilevelSearch(model, guide, Coefficients(), "joint", inner_steps=1, outer_steps=1,
+                           lr=1e-3, batch_size=batch_size, seed=0, progress=False,
+                           parallel=parallel)
+    for p in model.hyper.parameters():   # the inner loop moves theta only, in every variant
+        p.requires_grad_(False)
+    return search
 
 
 class ShareLoss(torch.nn.Module):
@@ -102,6 +106,7 @@ class ShareLoss(torch.nn.Module):
 def worker(rank: int, world_size: int, port: int, variant: str, batches: list[int], steps: int,
            warmup: int, data: str | None, out) -> None:
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*not registered in the param store")
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from bnas_pyro.distributed import init_from_environment
@@ -117,8 +122,6 @@ def worker(rank: int, world_size: int, port: int, variant: str, batches: list[in
             from bnas_pyro.search.data_parallel import ShardedSampler
 
             search.prepare(x, y)
-            for p in search.model.hyper.parameters():
-                p.requires_grad_(False)   # the inner loop moves theta only
             sampler = ShardedSampler(x, y, batch, torch.Generator().manual_seed(0), parallel)
             ddp = DistributedDataParallel(ShareLoss(search, world_size))
             optimizer = torch.optim.Adam(search.guide.parameters(), lr=1e-3)

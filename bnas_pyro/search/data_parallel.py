@@ -93,16 +93,16 @@ def sharded_inner_steps(search, num_steps: int) -> float:
     parallel = search.parallel
     optimizer = search.inner_optimizer
     base = optimizer.base if isinstance(optimizer, GradientAveragingOptimizer) else optimizer
-    params = [p for group in base.param_groups for p in group["params"]]
+    params = [p for group in base.param_groups for p in group["params"] if p.requires_grad]
     L = float("nan")
     for _ in range(num_steps):
         base.zero_grad(set_to_none=True)
         share = search.inner_objective(None, search.sampler.next_shard(summed=False))
-        (-share).backward()
-        averaged = parallel.average([p.grad for p in params] + [share.detach().reshape(1)])
+        # theta's gradients only: h is fixed in the inner loop
+        grads = torch.autograd.grad(-share, params, allow_unused=True)
+        averaged = parallel.average(list(grads) + [share.detach().reshape(1)])
         for p, g in zip(params, averaged):
-            if g is not None:
-                p.grad = g
+            p.grad = g
         base.step()
         L = float(averaged[-1])
     return L
