@@ -214,8 +214,9 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        parts = build_parts(config)
+        # before the build: on CUDA it picks this rank's device (LOCAL_RANK)
         parallel = init_from_environment(device=config.device)   # None: one process
+        parts = build_parts(config)
         if parallel is not None and not parallel.is_main:
             drive(parts, None, progress=False)
             parallel.close()
