@@ -46,7 +46,7 @@ from bnas_pyro.training import residual_std, train_network
 from .builders import SearchParts, build_parts
 from .config import RunConfig
 from .drivers import Driven, drive
-from .run_directory import new_run_dir, write_config, write_run
+from .run_directory import new_run_dir, open_run_dir, write_run
 
 
 # ------------------------------------------------------------------------------ analyse
@@ -202,13 +202,24 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
     return summary
 
 
-def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> RunOutcome | None:
+def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, progress: bool = True,
+               log: Callable[[str], None] = print, resume: bool = False,
+               force: bool = False) -> RunOutcome | None:
     """Run the search described by ``config`` and fill a run directory (returned in the outcome).
+
+    ``config.yaml`` is written first.  A ``run_dir`` that already holds a run is refused unless
+    ``force`` (start over) or ``resume``: continue the run there from its checkpoint, with its
+    own ``config.yaml`` (``config`` may then be ``None``), to the result an uninterrupted run
+    gives (:func:`~bnas_pyro.app.run_directory.open_run_dir`).
 
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs its share of a data-parallel
     search (:mod:`bnas_pyro.search.data_parallel`); rank 0 alone analyses, writes the run
-    directory and returns the outcome, the other ranks return ``None``."""
+    directory and returns the outcome, the other ranks return ``None``.
+    """
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume=True needs the run directory")
+        _, config = open_run_dir(run_dir, config, resume=True)
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
@@ -216,19 +227,19 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
     try:
         # before the build: on CUDA it picks this rank's device (LOCAL_RANK)
         parallel = init_from_environment(device=config.device)   # None: one process
-        parts = build_parts(config)
         if parallel is not None and not parallel.is_main:
-            drive(parts, None, progress=False)
+            drive(build_parts(config), None, False, resume)
             parallel.close()
             return None
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_config(config, directory)
+        if not resume:
+            open_run_dir(directory, config, force=force)
+        parts = build_parts(config)
         log(f"data: {parts.data.summary()}")
         log(f"space: {parts.space.num_structures} structures, "
             f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
         t0 = time.perf_counter()
-        driven = drive(parts, directory, progress)
+        driven = drive(parts, directory, progress, resume)
         if parallel is not None:
             parallel.close()
         t1 = time.perf_counter()
