@@ -30,6 +30,7 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/search_time.py
 	$(PY) benchmarks/hypergrad_cost.py
+	$(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

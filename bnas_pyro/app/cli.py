@@ -90,6 +90,8 @@ def _search(args) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     outcome = run_search(config, run_dir=args.out, progress=not args.quiet, force=args.force)
+    if outcome is None:   # a rank other than 0 of a torchrun job: rank 0 reports
+        return 0
     print(format_summary({**outcome.summary, "run_dir": str(outcome.run_dir)}))
     return 0
 
@@ -99,6 +101,8 @@ def _resume(run_dir: str, quiet: bool) -> int:
     from .runner import run_search
 
     outcome = run_search(None, run_dir=run_dir, progress=not quiet, resume=True)
+    if outcome is None:   # a rank other than 0 of a torchrun job: rank 0 reports
+        return 0
     print(format_summary({**outcome.summary, "run_dir": str(outcome.run_dir)}))
     return 0
 

@@ -24,6 +24,7 @@ import torch
 from bnas_pyro.analysis.metrics import posterior_predictive
 from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
+from bnas_pyro.distributed import current as current_parallel
 from bnas_pyro.modes import EnumerateMode, Mode
 from bnas_pyro.objectives import estimate_elbo, guide_terms
 from bnas_pyro.search.bilevel import BilevelSearch
@@ -93,7 +94,7 @@ def make_search(config: RunConfig, model, guide, mode, strategy: str, inner: int
         batch_size=config.search.batch_size, num_particles=config.search.num_particles,
         validation=config.search.validation, seed=config.seed, checkpoint_dir=directory,
         checkpoint_every=config.search.checkpoint_every, progress=progress, callbacks=callbacks,
-        hypergradient_options=config.search.hypergradient_options)
+        hypergradient_options=config.search.hypergradient_options, parallel=current_parallel())
     try:
         if isinstance(mode, Mode):
             return BilevelSearch.for_mode(model, guide, mode, hypergradient=strategy, **options)
@@ -133,11 +134,14 @@ def drive_restarts(parts: SearchParts, directory: Path, progress: bool,
     split_seed = config.seed if config.data.seed is None else config.data.seed
     processes = config.search.restart_processes
     build = functools.partial(restart_search, config, split_seed, progress and processes == 1)
+    parallel = current_parallel()   # restart r on rank r mod R; the report on rank 0
     report = run_restarts(build, data.x_train, data.y_train, config.search.restarts,
                           seed=config.seed, processes=processes, x_val=data.x_val, y_val=data.y_val,
                           elbo_particles=50, num_threads=config.threads,
-                          checkpoint_dir=directory, resume=resume)
+                          checkpoint_dir=directory, resume=resume, parallel=parallel)
     callback = ProgressCallback(data, config.search.eval_every)
+    if report is None:
+        return Driven(None, callback)
     for record in report.best.history:  # the progress callback's last values, for the summary
         callback.last = {k: v for k, v in record.extra.items()}
     return Driven(report.best, callback)
@@ -175,9 +179,11 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
             num_particles=config.search.num_particles, progress=progress, callbacks=[callback],
             hypergradient=parts.strategy, hypergradient_options=config.search.hypergradient_options,
             checkpoint_dir=directory, checkpoint_every=config.search.checkpoint_every,
-            resume=resume)
+            resume=resume, parallel=current_parallel())
     except (TypeError, ValueError) as err:
         raise ConfigError("search", str(err)) from None
+    if directory is None:   # a rank other than 0 of a data-parallel run: rank 0 reports
+        return Driven(None, callback)
     elbos = []
     for i, r in enumerate(runs.results):
         with torch.random.fork_rng(devices=_devices(data.x_train)):
@@ -193,10 +199,12 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
     return Driven(chosen, callback)
 
 
-def drive(parts: SearchParts, directory: Path, progress: bool, resume: bool = False) -> Driven:
+def drive(parts: SearchParts, directory: Path | None, progress: bool,
+          resume: bool = False) -> Driven:
     """Run the search ``parts`` describe with the driver its mode and restarts ask for; each
     leaves the final search state in ``directory/checkpoint.pt`` (``resume``: continue from
-    it)."""
+    it).  In a data-parallel run (``torchrun``), the ranks other than 0 drive with
+    ``directory=None`` and get ``Driven(None, ...)``: rank 0 alone writes and reports."""
     if isinstance(parts.mode, EnumerateMode):
         return drive_enumeration(parts, directory, progress, resume)
     if parts.config.search.restarts > 1:

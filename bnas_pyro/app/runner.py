@@ -40,6 +40,7 @@ from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
+from bnas_pyro.distributed import init_from_environment
 from bnas_pyro.objectives import estimate_elbo
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.training import residual_std, train_network
@@ -218,13 +219,17 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
 
 def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, progress: bool = True,
                log: Callable[[str], None] = print, resume: bool = False,
-               force: bool = False) -> RunOutcome:
+               force: bool = False) -> RunOutcome | None:
     """Run the search described by ``config`` and fill a run directory (returned in the outcome).
 
     ``config.yaml`` is written first.  A ``run_dir`` that already holds a run is refused unless
     ``force`` (start over) or ``resume``: continue the run there from its checkpoint, with its
     own ``config.yaml`` (``config`` may then be ``None``), to the result an uninterrupted run
     gives (:func:`~bnas_pyro.app.run_directory.open_run_dir`).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs its share of a data-parallel
+    search (:mod:`bnas_pyro.search.data_parallel`); rank 0 alone analyses, writes the run
+    directory and returns the outcome, the other ranks return ``None``.
     """
     if resume:
         if run_dir is None:
@@ -235,6 +240,12 @@ def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, pr
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
+        # before the build: on CUDA it picks this rank's device (LOCAL_RANK)
+        parallel = init_from_environment(device=config.device)   # None: one process
+        if parallel is not None and not parallel.is_main:
+            drive(build_parts(config), None, False, resume)
+            parallel.close()
+            return None
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
         if not resume:
             open_run_dir(directory, config, force=force)
@@ -244,6 +255,8 @@ def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, pr
             f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
         t0 = time.perf_counter()
         driven = drive(parts, directory, progress, resume)
+        if parallel is not None:
+            parallel.close()
         t1 = time.perf_counter()
         analysis = analyse(config, parts.data, driven.result)
         t2 = time.perf_counter()

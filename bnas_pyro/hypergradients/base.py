@@ -113,6 +113,9 @@ class HypergradientStrategy(ABC):
     #: gradient ascent theta <- theta + lr grad L (METHOD.md section 5), so the search refuses
     #: any other ``inner_optimizer``; ``None`` means any optimiser works.
     inner_operator: ClassVar[str | None] = None
+    #: runs data-parallel (``BilevelSearch(parallel=...)``): its gradients come from the search's
+    #: optimisers and objectives alone, which sum and average over the ranks
+    data_parallel: ClassVar[bool] = False
 
     @abstractmethod
     def outer_step(self, search: "SearchState") -> OuterStepInfo:

@@ -21,6 +21,7 @@ from .base import HypergradientStrategy, OuterStepInfo, SearchState, grads_or_no
 
 class JointStrategy(HypergradientStrategy):
     name = "joint"
+    data_parallel = True
 
     def outer_step(self, search: SearchState) -> OuterStepInfo:
         L = float("nan")

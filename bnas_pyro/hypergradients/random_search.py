@@ -47,6 +47,7 @@ class RandomSearchStrategy(HypergradientStrategy):
     """
 
     name = "random"
+    data_parallel = True
 
     def __init__(self, ranges: Mapping[str, tuple[float, float]] | None = None):
         self.ranges = dict(DEFAULT_RANGES)

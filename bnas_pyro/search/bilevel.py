@@ -42,6 +42,8 @@ from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from .data_parallel import (Shard, ShardedSampler, averaging, check_data_parallel,
+                            shard_log_likelihood, sharded_inner_steps, synchronise)
 
 #: a step-size schedule: ``factor(step, num_steps) -> float`` multiplies ``lr`` and ``hyper_lr`` at
 #: outer step ``step``; or ``make(optimizer) -> torch.optim.lr_scheduler.LRScheduler``, one
@@ -97,6 +99,12 @@ class BilevelSearch:
             resume=True)`` continues from the last checkpoint.
         callbacks: ``cb(search, record) -> dict | None``; a returned dict is stored in
             ``record.extra`` and shown on the progress bar.
+        parallel: a :class:`~bnas_pyro.distributed.DataParallel` (one rank of a
+            ``torch.distributed`` group; :mod:`bnas_pyro.search.data_parallel`): every global
+            minibatch is split over the ranks, the log-likelihood summed and the gradients of
+            theta and h averaged, so all ranks hold the same theta and h after every step and
+            end where one process on the same global batches ends; rank 0 alone checkpoints,
+            and ``resume`` reads rank 0's checkpoint.  ``None``: one process.
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class BilevelSearch:
         progress: bool = True,
         callbacks: Sequence[Callback] = (),
         hypergradient_options: Mapping[str, Any] | None = None,
+        parallel: Any = None,
     ):
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
@@ -156,6 +165,9 @@ class BilevelSearch:
         check = getattr(model, "check_guide", None)
         if check is not None:
             check(guide)
+        self.parallel = parallel
+        if parallel is not None:
+            check_data_parallel(self.strategy, guide, batch_size, parallel)
         self.model, self.guide = model, guide
         self.schedule = as_schedule(coefficients)
         self.inner_steps, self.outer_steps = int(inner_steps), int(outer_steps)
@@ -197,9 +209,10 @@ class BilevelSearch:
             if not float(low) <= float(high):
                 raise ValueError(f"hyper_bounds[{name!r}] must have low <= high, got ({low}, {high})")
             self.hyper_bounds[name] = (float(low), float(high))
-        self.inner_optimizer = wrap_for_guide(guide, _OPTIMISERS[inner_optimizer](
-            [p for p in guide.parameters() if p.requires_grad], lr=self.lr))
-        self.hyper_optimizer = _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr)
+        self.inner_optimizer = averaging(wrap_for_guide(guide, _OPTIMISERS[inner_optimizer](
+            [p for p in guide.parameters() if p.requires_grad], lr=self.lr)), parallel)
+        self.hyper_optimizer = averaging(
+            _OPTIMISERS[hyper_optimizer](self.hyper_parameters(), lr=self.hyper_lr), parallel)
         self.lr_schedule = lr_schedule
         self._lr_factor, self._make_scheduler = _schedule_forms(lr_schedule)
         self._schedulers: list[Any] = []
@@ -246,19 +259,26 @@ class BilevelSearch:
         return [named[n] for n in self._hyper_names]
 
     def next_batch(self) -> Batch:
+        if isinstance(self.sampler, ShardedSampler):
+            return self.sampler.next_shard()
         x, y = next(self.sampler)
         return x, y, self.sampler.num_data
 
     def terms(self, theta: Mapping[str, Tensor] | None = None, batch: Batch | None = None) -> ElboTerms:
         """ElboTerms at theta (default: the guide's current parameters) on a batch."""
-        x, y, n = batch if batch is not None else self.next_batch()
+        batch = batch if batch is not None else self.next_batch()
+        x, y, n = batch
         with self._noise():
             total = None
             for _ in range(self.num_particles):
                 t = (guide_terms(self.model, self.guide, x, y, n) if theta is None
                      else _terms_at(self.model, self.guide, theta, x, y, n))
                 total = t if total is None else total + t
-        return total if self.num_particles == 1 else total / self.num_particles
+        total = total if self.num_particles == 1 else total / self.num_particles
+        if isinstance(batch, Shard) and self.parallel is not None:  # the global batch's term
+            total = ElboTerms(shard_log_likelihood(self.parallel, total.log_likelihood, batch),
+                              total.kl_weights, total.kl_structure)
+        return total
 
     def _noise(self):
         """The fixed draws (``fixed_noise=True``) or nothing (fresh draws)."""
@@ -313,6 +333,8 @@ class BilevelSearch:
 
     def run_inner_steps(self, num_steps: int) -> float:
         """``num_steps`` optimiser steps on theta at fixed h; returns the last L."""
+        if self.parallel is not None:   # one all-reduce per step
+            return sharded_inner_steps(self, num_steps)
         L = float("nan")
         for _ in range(num_steps):
             self.inner_optimizer.zero_grad(set_to_none=True)
@@ -355,15 +377,20 @@ class BilevelSearch:
         if self.seed is not None:
             torch.manual_seed(self.seed)
             generator.manual_seed(self.seed)
-        self.sampler = MinibatchSampler(x, y, self.batch_size, generator)
+        self.sampler = (MinibatchSampler(x, y, self.batch_size, generator) if self.parallel is None
+                        else ShardedSampler(x, y, self.batch_size, generator, self.parallel))
         if isinstance(self.guide, AutoGuide):  # its parameters exist only after a first call
             before = {id(p) for p in self.guide.parameters()}
             materialise_guide(self.guide, x[: self.sampler.batch_size],
                               None if y is None else y[: self.sampler.batch_size], x.shape[0])
             if {id(p) for p in self.guide.parameters()} != before:
-                self.inner_optimizer = wrap_for_guide(self.guide, _OPTIMISERS[self.inner_optimizer_name](
-                    [p for p in self.guide.parameters() if p.requires_grad], lr=self.base_lr))
+                self.inner_optimizer = averaging(wrap_for_guide(
+                    self.guide, _OPTIMISERS[self.inner_optimizer_name](
+                        [p for p in self.guide.parameters() if p.requires_grad], lr=self.base_lr)),
+                    self.parallel)
                 self._build_schedulers()
+        if self.parallel is not None:  # rank 0's theta, h and generators, once
+            synchronise(self.parallel, [self.guide, self.model.hyper], self._device())
         self.noise = RandomState.capture(self._device()) if self.fixed_noise else None
 
     def run(self, x: Tensor, y: Tensor | None = None, x_val: Tensor | None = None,
@@ -374,22 +401,30 @@ class BilevelSearch:
         ``checkpoint_dir`` (if any): a run killed and resumed ends where an uninterrupted run
         with the same seed ends.
         """
-        self.prepare(x, y, x_val, y_val)
+        parallel = self.parallel
+        main = parallel is None or parallel.is_main
+        with self._guard():
+            self.prepare(x, y, x_val, y_val)
         if resume:
-            if self.checkpoint_dir is None:
+            if self.checkpoint_dir is None and main:
                 raise ValueError("resume=True needs a checkpoint_dir")
-            state = load_checkpoint(self.checkpoint_dir)
+            state = load_checkpoint(self.checkpoint_dir) if main else None
+            if parallel is not None:  # rank 0's checkpoint on every rank
+                with self._guard():
+                    state = parallel.broadcast_object(state)
             if state is not None:
                 self._resume_from(state)
         start_time = time.perf_counter() - (self.history[-1].wall_time if self.history else 0.0)
         bar = tqdm(range(self.step, self.outer_steps), desc=f"search ({self.strategy.name})",
-                   disable=not self.progress, initial=self.step, total=self.outer_steps)
+                   disable=not (self.progress and main), initial=self.step,
+                   total=self.outer_steps)
         for k in bar:
             self.coefficients = self.schedule(k, self.outer_steps)
             self.model.temperature = self.coefficients.c_temp
             sync_guide_coefficients(self.guide, self.coefficients)
             self._apply_lr_factor(k)
-            info = self.strategy.outer_step(self)
+            with self._guard():   # a lost rank is named, not waited for
+                info = self.strategy.outer_step(self)
             self._check_finite(k, info.L, info.Q)
             record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
             record.extra.update(getattr(info, "extra", None) or {})
@@ -407,13 +442,20 @@ class BilevelSearch:
                             c_temp=f"{self.coefficients.c_temp:.3g}",
                             **{k2: (f"{v:.4g}" if isinstance(v, float) else v)
                                for k2, v in record.extra.items()})
-            if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
-                                                    or self.step == self.outer_steps):
+            if self.parallel is not None:
+                self.parallel.mark_step(self.step)
+            if main and self.checkpoint_dir is not None and (
+                    self.step % self.checkpoint_every == 0 or self.step == self.outer_steps):
                 save_checkpoint(self.checkpoint_dir, {**self.state_dict(), **self.checkpoint_extra})
         bar.close()
         wall = self.history[-1].wall_time if self.history else 0.0
         return SearchResult(self.model, self.guide, list(self.history), wall,
                             info={"strategy": self.strategy.name})
+
+    def _guard(self):
+        """Collectives of a data-parallel search: a lost rank ends this one with an error that
+        names it (:meth:`bnas_pyro.distributed.DataParallel.guard`)."""
+        return self.parallel.guard() if self.parallel is not None else contextlib.nullcontext()
 
     def _check_finite(self, step: int, L: float, Q: float) -> None:
         """A non-finite objective means the search has left the region where it means anything
@@ -431,7 +473,8 @@ class BilevelSearch:
 
     def _resume_from(self, state: Mapping[str, Any]) -> None:
         """Load a checkpoint read from ``checkpoint_dir``; errors name the file."""
-        path = checkpoint_path(self.checkpoint_dir)
+        path = (checkpoint_path(self.checkpoint_dir) if self.checkpoint_dir is not None
+                else "rank 0's checkpoint")
         if int(state["step"]) > self.outer_steps:
             raise CheckpointError(f"{path} is at outer step {state['step']} but this search has "
                                   f"only {self.outer_steps} outer steps")

@@ -103,7 +103,11 @@ def run_enumeration(mode: EnumerateMode, factory: RunFactory, x: Tensor, y: Tens
         if n is None:
             n = model.space.num_structures
         if i == 0 and resume:
-            state, finished = load_driver_state(checkpoint_dir, "enumerate", n)
+            parallel = options.get("parallel")   # rank 0 reads the checkpoint, the others get it
+            state, finished = (load_driver_state(checkpoint_dir, "enumerate", n)
+                               if parallel is None or parallel.is_main else (None, {}))
+            if parallel is not None:
+                state, finished = parallel.broadcast_object((state, finished))
             running = None if state is None else state["driver"]["current"]
         if i >= n:
             break

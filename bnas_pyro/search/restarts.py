@@ -14,11 +14,14 @@ Restarts run in turn or in parallel processes (``processes > 1``); each restart'
 state is kept, and the best restart is rebuilt from it by the same ``build`` function (in turn or
 in workers, fresh or resumed: the same result), so ``build`` must be picklable for processes (a module-level
 function or a ``functools.partial`` of one) and every custom primitive must be registered when
-its module is imported.
+its module is imported.  With ``parallel`` (a :class:`~bnas_pyro.distributed.DataParallel`),
+restart r runs on rank r mod R and the records and states are gathered on rank 0, which builds
+the same report as one process would.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -35,6 +38,7 @@ from bnas_pyro.objectives import estimate_elbo
 from .bilevel import BilevelSearch
 from .checkpoint import save_checkpoint
 from .resume import checkpointing, driver_entry, load_driver_state, restored_result
+from .data_parallel import run_on_ranks
 
 BuildFn = Callable[[int], "BilevelSearch"]
 
@@ -127,7 +131,7 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
                  x_val: Tensor | None = None, y_val: Tensor | None = None,
                  mp_context: str = "spawn", num_threads: int | None = 1,
                  checkpoint_dir: "str | os.PathLike | None" = None,
-                 resume: bool = False) -> RestartReport:
+                 resume: bool = False, parallel: Any = None) -> RestartReport | None:
     """Run ``num_restarts`` searches and keep the one with the best final ELBO.
 
     Args:
@@ -148,16 +152,24 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
         resume: continue from ``checkpoint_dir``'s checkpoint: finished restarts are not run
             again, the running one continues where it stopped (in turn; in workers it starts
             over), and the report equals an uninterrupted run's.
+        parallel: a :class:`~bnas_pyro.distributed.DataParallel`: restart r runs on rank
+            r mod R (in turn there) and rank 0 gathers them; ``checkpoint_dir`` is read and
+            written by rank 0 alone, once all have finished (a resumed run repeats the restarts
+            that had not).
     Returns:
         a :class:`RestartReport`; ``report.best`` is the kept :class:`SearchResult`, rebuilt by
-        ``build`` from the kept restart's final state.
+        ``build`` from the kept restart's final state.  With ``parallel``, the report on rank 0
+        and ``None`` on the other ranks.
     """
     if num_restarts < 1:
         raise ValueError(f"num_restarts must be >= 1, got {num_restarts}")
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    state, finished = (load_driver_state(checkpoint_dir, "restarts", num_restarts) if resume
-                       else (None, {}))
+    main = parallel is None or parallel.is_main
+    state, finished = (load_driver_state(checkpoint_dir, "restarts", num_restarts)
+                       if resume and main else (None, {}))
+    if parallel is not None:   # rank 0's finished restarts on every rank
+        finished = parallel.broadcast_object(finished)
     running = None if state is None else state["driver"]["current"]
 
     def extra(current: int) -> dict[str, Any]:
@@ -167,7 +179,12 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
         return (build, r, seed + r, x, y, x_val, y_val, elbo_particles, num_threads)
 
     todo = [r for r in range(num_restarts) if r not in finished]
-    if processes == 1 or len(todo) <= 1:
+    if parallel is not None:
+        gathered = run_on_ranks(parallel, [functools.partial(_run_one, *job(r)) for r in todo])
+        if gathered is None:
+            return None
+        finished.update(zip(todo, gathered))
+    elif processes == 1 or len(todo) <= 1:
         saved = torch.get_num_threads()
         try:
             for r in todo:
