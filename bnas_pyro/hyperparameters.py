@@ -65,6 +65,25 @@ class HyperParameters(nn.Module):
             return A.expand(self.group_index.shape)
         return A
 
+    def fix_structure_prior(self, logits: "Tensor | list[float] | None" = None) -> None:
+        """State the structure prior instead of learning it: m set to ``logits`` (all edges
+        concatenated, length sum_e K_e) or to 0 (uniform over every edge's primitives) and held
+        fixed, so that q over structures is a posterior under that prior.  (Learning m with q, as
+        evidence mode does by default, is empirical Bayes: m follows q.)"""
+        with torch.no_grad():
+            if logits is None:
+                self.structure_logits.zero_()
+            else:
+                value = torch.as_tensor(logits, dtype=self.structure_logits.dtype)
+                if value.shape != self.structure_logits.shape:
+                    raise ValueError(f"structure prior logits must have length "
+                                     f"{self.structure_logits.numel()} (sum of the edges' primitive "
+                                     f"counts {self.edge_sizes}), got shape {tuple(value.shape)}")
+                if not torch.isfinite(value).all():
+                    raise ValueError("structure prior logits must be finite")
+                self.structure_logits.copy_(value)
+        self.structure_logits.requires_grad_(False)
+
     def logits(self, edge: int) -> Tensor:
         start = self._edge_starts[edge]
         return self.structure_logits[start:start + self.edge_sizes[edge]]

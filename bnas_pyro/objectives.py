@@ -190,6 +190,16 @@ def pyro_trace_terms(model, guide, *args, **kwargs) -> ElboTerms:
                      zero if kl_s is None else kl_s)
 
 
+def guide_terms(model, guide, *args, **kwargs) -> ElboTerms:
+    """One draw of :class:`ElboTerms` for ``guide``: its own ``objective_terms(*args, **kwargs)``
+    when it has one (a guide whose bound is not a plain trace ELBO, e.g.
+    ``bnas_pyro.guides.StructuredGuide``'s sum over discrete structures), else :func:`trace_terms`."""
+    own = getattr(guide, "objective_terms", None)
+    if own is not None:
+        return own(*args, **kwargs)
+    return trace_terms(model, guide, *args, **kwargs)
+
+
 class ScaledELBO(ELBO):
     """The inner objective L = E_q log p(y|X,W,Gamma) - c_reg KL(q(W,Gamma) || p(W,Gamma|h)).
 
@@ -208,7 +218,7 @@ class ScaledELBO(ELBO):
     def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
         total = None
         for _ in range(self.num_particles):
-            t = trace_terms(model, guide, *args, **kwargs)
+            t = guide_terms(model, guide, *args, **kwargs)
             total = t if total is None else total + t
         return total / self.num_particles if self.num_particles > 1 else total
 
@@ -228,7 +238,7 @@ class ScaledELBO(ELBO):
 @torch.no_grad()
 def estimate_elbo(model, guide, *args, num_particles: int = 1000, **kwargs) -> tuple[float, float]:
     """Monte Carlo ELBO (all coefficients 1) and its standard error over ``num_particles`` draws."""
-    values = torch.stack([trace_terms(model, guide, *args, **kwargs).elbo
+    values = torch.stack([guide_terms(model, guide, *args, **kwargs).elbo
                           for _ in range(num_particles)])
     return float(values.mean()), float(values.std() / num_particles**0.5)
 
@@ -245,5 +255,5 @@ def outer_objective(terms: ElboTerms, c: Coefficients, model,
     return q
 
 
-__all__ = ["ElboTerms", "ScaledELBO", "estimate_elbo", "fused_terms", "outer_objective",
-           "pyro_trace_terms", "supports_fused_terms", "trace_terms"]
+__all__ = ["ElboTerms", "ScaledELBO", "estimate_elbo", "fused_terms", "guide_terms",
+           "outer_objective", "pyro_trace_terms", "supports_fused_terms", "trace_terms"]

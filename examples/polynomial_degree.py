@@ -39,6 +39,13 @@ The answer to compare with: the degree whose Bayesian linear regression (same fe
 highest evidence p(y | X, A*, beta*) with its own type-II maximum-likelihood (A*, beta*) (closed
 form, ``tests/closed_form.py``).
 
+The library's answer to the missing Occam factor is ``bnas_pyro.guides.StructuredGuide`` (a discrete
+q(s) with q(W | s) at the prior for the primitives s leaves out), the default guide of the search:
+with it one restart and no warm-up find the evidence's degree in 10 of 10 seeds, and with A and
+beta fixed its q(degree) is within 0.05 in total variation of the exact posterior in every seed
+(``tests/test_exact_structure_posterior.py``).  This example keeps the mean-field Concrete search
+and its remedies for comparison.
+
 Run:  .venv/bin/python examples/polynomial_degree.py [--seeds 10] [--restarts 2] [--basis legendre]
 It prints, per seed, the closed-form best degree, the found degree, q(degree) and every restart's
 ELBO, then the number of seeds where the two agree.

@@ -10,11 +10,13 @@ from .full_rank import FullRankGuide
 from .mean_field import MeanFieldGuide
 from .multistart import MultistartGuide
 from .structure import ConcreteStructureGuide
+from .structured import DiscreteStructure, StructuredGuide
 
 #: the guides a configuration names (``search.guide``), by name: ``factory(model, **options)``
 GUIDES: Registry[type] = Registry("guide")
 for _name, _guide in (("mean_field", MeanFieldGuide), ("full_rank", FullRankGuide),
-                      ("delta", DeltaGuide), ("multistart", MultistartGuide)):
+                      ("delta", DeltaGuide), ("multistart", MultistartGuide),
+                      ("structured", StructuredGuide)):
     GUIDES.register(_name, _guide)
 
 
@@ -34,6 +36,7 @@ def guide_class(name: str) -> type:
 
 
 __all__ = [
-    "GUIDES", "ConcreteStructureGuide", "DeltaGuide", "FullRankGuide", "MeanFieldGuide",
+    "GUIDES", "ConcreteStructureGuide", "DeltaGuide", "DiscreteStructure", "FullRankGuide",
+    "MeanFieldGuide", "StructuredGuide",
     "MultistartGuide", "available_guides", "guide_class", "register_guide",
 ]

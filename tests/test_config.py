@@ -18,7 +18,7 @@ def _error(data) -> ConfigError:
 def test_default_config_is_the_documented_default_search():
     c = default_config()
     assert (c.data.name, c.space.name, c.search.mode) == ("digits", "mlp_cell", "evidence")
-    assert (c.search.guide, c.device, c.seed) == ("mean_field", "cpu", 0)
+    assert (c.search.guide, c.device, c.seed) == ("structured", "cpu", 0)
     assert c.search.hypergradient is None  # the mode's own: joint for evidence mode
     from bnas_pyro.app.builders import make_schedule, search_strategy
 
@@ -119,7 +119,8 @@ def test_guide_options_are_checked_before_the_search():
 def test_the_guide_registry_lives_beside_the_guides():
     from bnas_pyro import guides
 
-    assert guides.available_guides() == ["mean_field", "full_rank", "delta", "multistart"]
+    assert guides.available_guides() == ["mean_field", "full_rank", "delta", "multistart",
+                                        "structured"]
     assert guides.guide_class("delta") is guides.DeltaGuide
     with pytest.raises(KeyError, match="unknown guide 'nope'; available: delta, full_rank"):
         guides.guide_class("nope")

@@ -221,6 +221,8 @@ def _structure_min_kl(model, guide, num_samples: int, steps: int) -> float:
     edges = [(e, edge) for e, edge in enumerate(model.space.edges) if len(edge) > 1]
     if not edges:
         return 0.0
+    if structure is not None and hasattr(structure, "min_prior_kl"):   # a discrete q(s)
+        return float(structure.min_prior_kl())
     t_prior = float(model.temperature)
     if structure is not None and hasattr(structure, "temperature"):
         t_q = structure.temperature()

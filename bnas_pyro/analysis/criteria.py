@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from bnas_pyro.objectives import trace_terms
+from bnas_pyro.objectives import guide_terms
 
 from .complexity import informative_parameters
 
@@ -45,7 +45,7 @@ def mean_terms(model, guide, x: Tensor, y: Tensor | None, num_data: int,
                num_particles: int) -> tuple[Tensor, Tensor, Tensor]:
     """Monte Carlo means over q of (log-likelihood, KL of the weights, KL of the structure)."""
     with torch.no_grad():
-        terms = [trace_terms(model, guide, x, y, num_data) for _ in range(num_particles)]
+        terms = [guide_terms(model, guide, x, y, num_data) for _ in range(num_particles)]
     return (torch.stack([t.log_likelihood for t in terms]).mean(),
             torch.stack([t.kl_weights for t in terms]).mean(),
             torch.stack([t.kl_structure for t in terms]).mean())

@@ -156,11 +156,27 @@ class SearchResult:
     def top_structures(self, k: int = 5) -> list[RankedStructure]:
         """The k most probable discrete structures under q, best first, with their probabilities
         prod_e q(argmax gamma^e = l_e) (exact for a q that factorises over edges)."""
-        probs = self.edge_probabilities()
         edges = list(self.space.edges)
+        if getattr(self.guide, "joint", False) and hasattr(self.guide, "structure_probabilities"):
+            q = self.guide.structure_probabilities().detach()     # a joint q(s): exact
+            order = torch.argsort(q, descending=True)[:k].tolist()
+            choices = self.guide.structure.choices
+            return [RankedStructure({e.name: e.labels[int(l)] for e, l in zip(edges, choices[i])},
+                                    float(q[i])) for i in order]
+        probs = self.edge_probabilities()
         ranked = top_products([list(probs[e.name]) for e in edges], k)
         return [RankedStructure({e.name: e.labels[l] for e, l in zip(edges, idx)}, p)
                 for p, idx in ranked]
+
+    def rank(self, x: Tensor, y: Tensor, k: int = 5, refit_steps: int = 500,
+             num_draws: int = 200, seed: int = 0) -> list:
+        """The top-k discrete structures under q, each with an evidence estimate (the ELBO of
+        q(W | s) refitted at the vertex on the training data ``x, y``) and its standard error,
+        ordered by evidence + log prior, with the probability that each beats the next
+        (:func:`bnas_pyro.analysis.ranking.rank_structures`)."""
+        from .ranking import rank_structures
+
+        return rank_structures(self.model, self.guide, x, y, k, refit_steps, num_draws, seed=seed)
 
     # ------------------------------------------------------------------ the derived network
     def posterior_mean(self) -> Tensor:

@@ -80,6 +80,11 @@ def build_model(config: RunConfig, space: SearchSpace, data: SplitData) -> Bayes
                                 hyperprior=None if m.hyperprior is None else tuple(m.hyperprior))
     model = BayesianSupernet(space, weight_prior=prior, likelihood=likelihood,
                              precision=m.precision, init_log_precision=m.init_log_precision)
+    if m.structure_logits is not None or m.structure_prior == "uniform":
+        try:
+            model.hyper.fix_structure_prior(m.structure_logits)
+        except ValueError as err:
+            raise ConfigError("model.structure_logits", str(err)) from None
     return model.to(device=data.x_train.device, dtype=data.x_train.dtype)
 
 

@@ -6,7 +6,8 @@ any model is built: unknown keys (with a "did you mean"), wrong types, unknown d
 primitives, modes, guides and hypergradients.
 
 The defaults are the embedded default search (what ``bnas-pyro search`` with no argument runs):
-digits as 64-vectors, the MLP cell space, evidence mode, a mean-field guide and the hypergradient
+digits as 64-vectors, the MLP cell space, evidence mode, the structured guide (discrete q(s), q(W | s)
+at the prior off s: its q(s) sees the Occam factor) and the hypergradient
 the mode asks for (``joint`` for evidence mode: single-level ELBO maximisation, exact there),
 150 epochs.
 
@@ -83,6 +84,10 @@ class ModelConfig:
     hyperprior: Optional[list] = None
     noise_precision: float = 1.0
     learn_noise_precision: bool = True
+    #: ``learned`` (m moves with the search: empirical Bayes) or ``uniform`` (m = 0, fixed)
+    structure_prior: Literal["learned", "uniform"] = "learned"
+    #: fixed prior logits m (all edges concatenated); overrides ``structure_prior``
+    structure_logits: Optional[list] = None
 
 
 @dataclass
@@ -106,7 +111,7 @@ class SearchConfig:
     mode: str = "evidence"
     mode_options: dict = field(default_factory=dict)
     coefficients: dict = field(default_factory=dict)
-    guide: str = "mean_field"
+    guide: str = "structured"
     guide_options: dict = field(default_factory=lambda: {"init_scale": 0.05})
     hypergradient: Optional[str] = None
     hypergradient_options: dict = field(default_factory=dict)
@@ -145,13 +150,17 @@ class RetrainConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json."""
+    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json;
+    ``rank_k`` structures ranked by a refitted evidence estimate (``rank_refit_steps`` steps each,
+    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; structured guide only)."""
 
     draws: int = 200
     chains: int = 2
     predictive_draws: int = 100
     top_k: int = 5
     plots: bool = True
+    rank_k: int = 5
+    rank_refit_steps: int = 300
 
 
 @dataclass

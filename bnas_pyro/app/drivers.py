@@ -26,7 +26,7 @@ from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.data import SplitData
 from bnas_pyro.distributed import current as current_parallel
 from bnas_pyro.modes import EnumerateMode, Mode
-from bnas_pyro.objectives import estimate_elbo, trace_terms
+from bnas_pyro.objectives import estimate_elbo, guide_terms
 from bnas_pyro.search.bilevel import BilevelSearch
 from bnas_pyro.search.checkpoint import save_checkpoint
 from bnas_pyro.search.enumeration import finished_entry, run_enumeration
@@ -56,7 +56,7 @@ class ProgressCallback:
         # forked: monitoring must not shift the search's random stream (results would then
         # depend on how often it is shown)
         with torch.no_grad(), torch.random.fork_rng(devices=_devices(x)):
-            elbo = float(trace_terms(search.model, search.guide, x, y, len(d.y_train)).elbo)
+            elbo = float(guide_terms(search.model, search.guide, x, y, len(d.y_train)).elbo)
             pred = posterior_predictive(search.model, search.guide, d.x_val, None, self.draws)
         if d.task == "classification":
             value = float((pred.probs.argmax(-1) == d.y_val).double().mean())

@@ -259,6 +259,23 @@ def format_summary(result: Mapping[str, Any]) -> str:
         for i, item in enumerate(top, 1):
             choice = ", ".join(f"{k}:{v}" for k, v in item["structure"].items())
             lines.append(f"  {i}. p = {item['probability']:.3f}  {choice}")
+    ranking = a.get("ranking")
+    if ranking:
+        lines.append(f"ranked by refitted evidence (ELBO of q(W | s) at the vertex +- its standard "
+                     f"error; P = probability it beats the next):")
+        multi = {e["source"] + "->" + e["target"] for e in result["space"]["edges"]
+                 if len(e["primitives"]) > 1}
+        for i, r in enumerate(ranking, 1):
+            beats = "" if r["beats_next"] is None else f"  P = {r['beats_next']:.3f}"
+            choice = ", ".join(f"{k}:{v}" for k, v in r["structure"].items() if k in multi)
+            lines.append(f"  {i}. evidence {r['evidence']:.2f} +- {r['evidence_se']:.2f}  "
+                         f"q = {r['q']:.3f}{beats}  {choice}")
+    loo_block = a.get("loo") or {}
+    if loo_block.get("pareto_k_over_0.7"):
+        k_max = loo_block.get("pareto_k_max")
+        k_max = "inf" if k_max is None else f"{k_max:.2f}"
+        lines.append(f"warning: PSIS-LOO has {loo_block['pareto_k_over_0.7']} points with Pareto k "
+                     f"> 0.7 (max {k_max}): elpd_loo is unreliable")
     info = result.get("info", {})
     enum = info.get("enumeration")
     if enum:

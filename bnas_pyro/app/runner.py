@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,17 @@ def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysi
     idata = to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
                               num_chains=a.chains, seed=config.seed)
     loo = psis_loo(idata, pointwise=True)
+    bad_k = int((loo.pareto_k > 0.7).sum())
+    if bad_k:
+        warnings.warn(f"PSIS-LOO: {bad_k} of {loo.pareto_k.size} points have Pareto k > 0.7 "
+                      f"(max {float(loo.pareto_k.max()):.2f}); elpd_loo is unreliable there, rank "
+                      "structures by the refitted evidence (result.json 'ranking') instead",
+                      stacklevel=2)
+    ranking = None
+    if a.rank_k > 0 and hasattr(guide, "objective_terms"):
+        ranking = [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
+                                                     refit_steps=a.rank_refit_steps,
+                                                     seed=config.seed)]
     figures = {
         "elbo": elbo, "elbo_se": elbo_se,
         "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
@@ -100,7 +113,8 @@ def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysi
         "rho_histogram": histogram(rho),
         "loo": {"elpd_loo": float(loo.elpd_loo), "se": float(loo.se), "p_loo": float(loo.p_loo),
                 "pareto_k_max": float(loo.pareto_k.max()),
-                "pareto_k_over_0.7": int((loo.pareto_k > 0.7).sum())},
+                "pareto_k_over_0.7": bad_k},
+        "ranking": ranking,
     }
     return Analysis(supernet_test, figures, idata)
 
@@ -196,6 +210,7 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
         "collapse": collapse_statistics(parts.space, result.structure),
         "rho_histogram": fig["rho_histogram"],
         "loo": fig["loo"],
+        "ranking": fig.get("ranking"),
         "timings": dict(timings),
         "validation_metric": driven.callback.metric,
     }

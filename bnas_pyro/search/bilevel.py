@@ -37,7 +37,7 @@ from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrat
 from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
                                  wrap_for_guide)
 from bnas_pyro.modes import Mode, ScheduleLike, as_schedule
-from bnas_pyro.objectives import ElboTerms, trace_terms
+from bnas_pyro.objectives import ElboTerms, guide_terms
 from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
@@ -271,7 +271,7 @@ class BilevelSearch:
         with self._noise():
             total = None
             for _ in range(self.num_particles):
-                t = (trace_terms(self.model, self.guide, x, y, n) if theta is None
+                t = (guide_terms(self.model, self.guide, x, y, n) if theta is None
                      else _terms_at(self.model, self.guide, theta, x, y, n))
                 total = t if total is None else total + t
         total = total if self.num_particles == 1 else total / self.num_particles
@@ -605,8 +605,8 @@ def _bind(guide, theta: Mapping[str, Tensor]):
 
 
 class _TermsAt(torch.nn.Module):
-    """``trace_terms(model, guide, ...)`` as a module holding the guide, so that
-    ``functional_call`` can evaluate it at other guide parameters and ``trace_terms`` still sees
+    """``guide_terms(model, guide, ...)`` as a module holding the guide, so that
+    ``functional_call`` can evaluate it at other guide parameters and ``guide_terms`` still sees
     the guide itself (and its fast path)."""
 
     def __init__(self, model, guide):
@@ -615,12 +615,12 @@ class _TermsAt(torch.nn.Module):
         object.__setattr__(self, "model", model)
 
     def forward(self, *args):
-        return trace_terms(self.model, self.guide, *args)
+        return guide_terms(self.model, self.guide, *args)
 
 
 def _terms_at(model, guide, theta: Mapping[str, Tensor], *args) -> ElboTerms:
     """One draw of the ElboTerms with the guide's parameters replaced by ``theta``."""
     if not isinstance(guide, torch.nn.Module):
-        return trace_terms(model, _bind(guide, theta), *args)
+        return guide_terms(model, _bind(guide, theta), *args)
     return functional_call(_TermsAt(model, guide), {f"guide.{k}": v for k, v in theta.items()},
                            args, strict=False)
