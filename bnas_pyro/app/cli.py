@@ -4,6 +4,7 @@
     bnas-pyro search --config run.yaml    a search described by a YAML or JSON file
     bnas-pyro search --set search.epochs=20 --set data.name=wine   override single keys
     bnas-pyro search --print-config       print the configuration that would run, and stop
+    bnas-pyro search --data FILE --target COLUMN   search on one's own CSV / TSV / .npz / .npy
     bnas-pyro report RUN_DIR              print a run's summary and redraw its plots
     bnas-pyro list [WHAT]                 data sets, spaces, primitives, modes, guides,
                                           hypergradients
@@ -15,6 +16,7 @@ hypergradient) stop the command at once with the key named, exit status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -22,14 +24,21 @@ LIST_WHAT = ("datasets", "spaces", "primitives", "modes", "guides", "hypergradie
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bnas_pyro import __version__
+
     p = argparse.ArgumentParser(prog="bnas-pyro", description="Bayesian neural-architecture "
                                 "search in Pyro: find the most plausible structure of a network.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="run a structure search and write a run directory")
     s.add_argument("--config", "-c", metavar="FILE", help="YAML or JSON configuration "
                    "(default: the embedded default search)")
     s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override one key by its dotted path, e.g. search.epochs=20 (repeatable)")
+    s.add_argument("--data", metavar="FILE", help="one's own data: a CSV / TSV / .npz / .npy "
+                   "file (sets data.path)")
+    s.add_argument("--target", metavar="COLUMN", help="the target column of --data "
+                   "(sets data.target)")
     s.add_argument("--out", metavar="DIR", help="the run directory (default: OUTPUT/NAME-TIME)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.add_argument("--print-config", action="store_true",
@@ -64,6 +73,8 @@ def _search(args) -> int:
     from .runner import run_search
 
     config = _apply_overrides(load_config(args.config), args.set)
+    data = {f"data.{k}": v for k, v in (("path", args.data), ("target", args.target)) if v}
+    config = config.replace(**data) if data else config
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
@@ -110,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .run_directory import RunDirectoryError
 
     args = _parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("bnas_pyro").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         if args.command == "search":
             return _search(args)

@@ -45,7 +45,10 @@ class DataConfig:
     """Which data set and how to split it (see :func:`bnas_pyro.data.load_dataset`).
 
     ``seed`` seeds the split (default: the run's ``seed``); fix it to compare search seeds on
-    one split.
+    one split.  One's own data: ``path`` names a CSV / TSV / .npz / .npy file and ``target`` its
+    target column (:func:`bnas_pyro.data.load_file`); ``task`` overrides the inferred task and
+    ``categorical`` lists columns to one-hot encode.  For a data set read from a folder
+    (``fashion_mnist``), ``path`` is that folder.
     """
 
     name: str = "digits"
@@ -54,6 +57,22 @@ class DataConfig:
     test_fraction: float = 0.2
     standardize: Optional[bool] = None
     m: Optional[int] = None
+    path: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[Literal["classification", "regression"]] = None
+    categorical: list = field(default_factory=list)
+
+    @property
+    def from_file(self) -> bool:
+        """Whether the data come from the file ``path`` (not from a registered data set)."""
+        from bnas_pyro.data_files import is_data_file
+
+        return self.path is not None and is_data_file(self.path)
+
+    @property
+    def label(self) -> str:
+        """The data's name in run-directory names: the file's stem or the data set's name."""
+        return Path(self.path).stem if self.from_file else self.name
 
 
 @dataclass

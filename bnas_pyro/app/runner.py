@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from bnas_pyro.analysis.arviz_data import loo as psis_loo
 from bnas_pyro.analysis.arviz_data import to_inference_data
@@ -34,6 +36,7 @@ from bnas_pyro.analysis.complexity import (
     relative_density,
     structural_complexity,
 )
+from bnas_pyro.analysis.diagnostics import search_warnings
 from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
@@ -46,6 +49,8 @@ from .builders import SearchParts, build_parts
 from .config import RunConfig
 from .drivers import Driven, drive
 from .run_directory import new_run_dir, write_config, write_run
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ analyse
@@ -79,19 +84,27 @@ class Analysis:
     idata: Any
 
 
-def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysis:
+def analyse(config: RunConfig, data: SplitData, result: SearchResult,
+            progress: bool = False) -> Analysis:
     """The supernet's test metrics under q, the ELBO, C_param, C_struct, rho, PSIS-LOO."""
     a = config.analysis
     model, guide = result.model, result.guide
+    bar = tqdm(total=5, desc="analysis", disable=not progress, leave=False)
     supernet_test = evaluate_bayesian(model, guide, data.x_test, data.y_test, data.task,
                                       num_draws=a.predictive_draws, y_std=data.y_std)
+    bar.update()
     elbo, elbo_se = estimate_elbo(model, guide, data.x_train, data.y_train,
                                   num_particles=min(50, a.predictive_draws))
+    bar.update()
     complexity = complexity_measures(model, guide)
     rho = relative_densities(model, guide)
+    bar.update()
     idata = to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
                               num_chains=a.chains, seed=config.seed)
+    bar.update()
     loo = psis_loo(idata, pointwise=True)
+    bar.update()
+    bar.close()
     figures = {
         "elbo": elbo, "elbo_se": elbo_se,
         "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
@@ -132,8 +145,10 @@ class Retrained:
     test: dict[str, float]
 
 
-def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: SearchResult) -> Retrained:
-    """Derive the chosen structure, retrain it on train (+ validation), score it on test."""
+def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: SearchResult,
+            progress: bool = False) -> Retrained:
+    """Derive the chosen structure, retrain it on train (+ validation), score it on test; the
+    network then carries the data's standardisation and class names (it takes raw features)."""
     if not config.retrain.enabled:
         return Retrained(None, None, {})
     structure = result.structure
@@ -144,10 +159,12 @@ def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: Sear
     if r.use_validation:
         x_fit, y_fit = torch.cat([x_fit, data.x_val]), torch.cat([y_fit, data.y_val])
     train_network(network, x_fit, y_fit, data.task, epochs=r.epochs, batch_size=r.batch_size,
-                  lr=r.lr, weight_decay=r.weight_decay, seed=config.seed)
+                  lr=r.lr, weight_decay=r.weight_decay, seed=config.seed, progress=progress)
     noise = residual_std(network, x_fit, y_fit) if data.task == "regression" else None
     test = evaluate_network(network, data.x_test, data.y_test, data.task, noise_std=noise,
                             y_std=data.y_std)
+    if hasattr(network, "set_preprocessing_from"):
+        network.set_preprocessing_from(data)
     return Retrained(network, init, test)
 
 
@@ -184,9 +201,11 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
     summary = result.to_dict(top=config.analysis.top_k, include_network=False,
                              include_history=True)
     summary["info"].setdefault("strategy", parts.strategy)
+    summary["warnings"] = search_warnings(parts.space, result.structure, result.history)
     summary["analysis"] = {
         "data": {"name": data.name, "task": data.task, "sizes": data.sizes,
-                 "input_shape": list(data.input_shape), "n_classes": data.n_classes},
+                 "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+                 "class_names": data.class_names},
         "mode": config.search.mode,
         "metrics": metrics,
         "metrics_source": "derived network, retrained" if retrained.test else "supernet under q",
@@ -202,7 +221,7 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
 
 
 def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> RunOutcome:
+               log: Callable[[str], None] = logger.info) -> RunOutcome:
     """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
@@ -219,13 +238,15 @@ def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress:
         t0 = time.perf_counter()
         driven = drive(parts, directory, progress)
         t1 = time.perf_counter()
-        analysis = analyse(config, parts.data, driven.result)
+        analysis = analyse(config, parts.data, driven.result, progress)
         t2 = time.perf_counter()
-        retrained = retrain(config, parts.data, parts.space, driven.result)
+        retrained = retrain(config, parts.data, parts.space, driven.result, progress)
         t3 = time.perf_counter()
         timings = {"search": t1 - t0, "analysis": t2 - t1, "retrain": t3 - t2}
         summary = run_summary(parts, driven, analysis, retrained, timings,
                               time.perf_counter() - start)
+        for w in summary["warnings"]:
+            logger.warning("%s; likely cause: %s", w["message"], w["cause"])
         outcome = RunOutcome(directory, config, parts.data, driven.result, summary,
                              retrained.network, analysis.idata)
         write_run(outcome)
