@@ -339,7 +339,7 @@ def _target(path: Path, raw: np.ndarray, task: Task | None, line_of, column: str
         values = values.astype(np.int64)
     classes, y = np.unique(values, return_inverse=True)
     if len(classes) < 2:
-        raise DataFileError(path, f"the target has a single class ({classes[0]!r}): a "
+        raise DataFileError(path, f"the target has a single class ({classes[0].item()!r}): a "
                                   f"classifier needs at least two", column=column)
     if kind == "integer" and task is None and len(classes) > max(20, len(values) // 2):
         logger.warning("%s: %d distinct integer target values were read as classes; set "
