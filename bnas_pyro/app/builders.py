@@ -137,11 +137,11 @@ class SearchParts:
         return search_strategy(self.config, self.mode)
 
 
-def build_parts(config: RunConfig) -> SearchParts:
-    """Seed torch with ``config.seed``, then build the data, space, model, guide and mode of one
-    search, in that order (the order fixes the random draws)."""
+def build_parts(config: RunConfig, data: SplitData | None = None) -> SearchParts:
+    """Seed torch with ``config.seed``, then build the data (unless given), space, model, guide
+    and mode of one search, in that order (the order fixes the random draws)."""
     torch.manual_seed(config.seed)
-    data = build_data(config)
+    data = build_data(config) if data is None else data
     space = build_search_space(config, data)
     model = build_model(config, space, data)
     guide = build_guide(config, model, data)
