@@ -164,8 +164,14 @@ class RetrainConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json."""
+    """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json.
 
+    ``max_rows``: the ELBO estimate, the InferenceData and PSIS-LOO use a seeded random subset of
+    at most this many training rows (``null``: all), their sums scaled to the whole training
+    split (:func:`bnas_pyro.app.runner.analyse`); the test metrics always use every test row.
+    """
+
+    max_rows: Optional[int] = 5000
     draws: int = 200
     chains: int = 2
     predictive_draws: int = 100

@@ -140,6 +140,8 @@ def _positive(config: Any) -> None:
         checks.append(("search.inner_steps", config.search.inner_steps, 1))
     if config.data.m is not None:
         checks.append(("data.m", config.data.m, 2))
+    if config.analysis.max_rows is not None:
+        checks.append(("analysis.max_rows", config.analysis.max_rows, 2))
     for key, value, low in checks:
         if value < low:
             raise ConfigError(key, f"must be >= {low}, got {value}")

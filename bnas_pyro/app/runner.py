@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,14 @@ def histogram(values: Tensor, bins: int = 50) -> dict[str, Any]:
             "mean": float(v.mean())}
 
 
+def analysis_rows(n: int, max_rows: int | None, seed: int) -> Tensor | None:
+    """A seeded random subset of ``max_rows`` of ``n`` training rows (``None``: all rows)."""
+    if max_rows is None or n <= max_rows:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:max_rows].sort().values
+
+
 @dataclass
 class Analysis:
     """What the analysis of q gives: the figures for ``result.json`` and the InferenceData."""
@@ -93,24 +102,36 @@ def analyse(config: RunConfig, data: SplitData, result: SearchResult,
     supernet_test = evaluate_bayesian(model, guide, data.x_test, data.y_test, data.task,
                                       num_draws=a.predictive_draws, y_std=data.y_std)
     bar.update()
-    elbo, elbo_se = estimate_elbo(model, guide, data.x_train, data.y_train,
+    n = len(data.y_train)
+    rows = analysis_rows(n, a.max_rows, config.seed)
+    x_fit, y_fit = (data.x_train, data.y_train) if rows is None else (data.x_train[rows],
+                                                                      data.y_train[rows])
+    m = len(y_fit)
+    elbo, elbo_se = estimate_elbo(model, guide, x_fit, y_fit, n,
                                   num_particles=min(50, a.predictive_draws))
     bar.update()
     complexity = complexity_measures(model, guide)
     rho = relative_densities(model, guide)
     bar.update()
-    idata = to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
+    idata = to_inference_data(result, x=x_fit, y=y_fit, num_draws=a.draws,
                               num_chains=a.chains, seed=config.seed)
     bar.update()
     loo = psis_loo(idata, pointwise=True)
     bar.update()
     bar.close()
+    # a subset of m of the n rows: elpd_loo = n * mean of the pointwise values, its standard
+    # error that of the full-data sum plus the simple-random-sampling error,
+    # sqrt(n v + n^2 (1 - m / n) v / m) with v the pointwise variance (Magnusson et al. 2019)
+    v = float(loo.se) ** 2 / m
+    elpd = float(loo.elpd_loo) * n / m
+    elpd_se = math.sqrt(n * v + n * n * (1 - m / n) * v / m)
     figures = {
         "elbo": elbo, "elbo_se": elbo_se,
-        "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
+        "elpd_loo": elpd, "elpd_loo_se": elpd_se,
         "c_param": complexity["c_param"], "c_struct": complexity["c_struct"],
         "rho_histogram": histogram(rho),
-        "loo": {"elpd_loo": float(loo.elpd_loo), "se": float(loo.se), "p_loo": float(loo.p_loo),
+        "loo": {"elpd_loo": elpd, "se": elpd_se, "p_loo": float(loo.p_loo) * n / m,
+                "rows": m, "of_rows": n,
                 "pareto_k_max": float(loo.pareto_k.max()),
                 "pareto_k_over_0.7": int((loo.pareto_k > 0.7).sum())},
     }
