@@ -14,6 +14,7 @@ from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bnas_pyro.checks import check_data
 from bnas_pyro.coefficients import Coefficients
 from bnas_pyro.objectives import ScaledELBO
 
@@ -135,8 +136,7 @@ class InnerLoop:
             batch_size: int | None = None, generator: torch.Generator | None = None,
             progress: bool = True, description: str = "SVI") -> list[float]:
         """``num_steps`` steps on seeded minibatches; returns the per-step L values."""
-        if hasattr(self.model, "check_data"):
-            self.model.check_data(x, y)
+        check_data(x, y, self.model, self.guide)
         sampler = MinibatchSampler(x, y, batch_size, generator)
         values = []
         bar = tqdm(range(num_steps), desc=description, disable=not progress, leave=False)

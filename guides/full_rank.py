@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import softplus
 
+from bnas_pyro.checks import check_positive
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 
 from .mean_field import _inverse_softplus, initial_locations
@@ -29,6 +30,7 @@ class FullRankGuide(nn.Module):
     def __init__(self, model, init_scale: float = 1e-2, temperature: float | None = None,
                  learn_temperature: bool = False, init_loc: Tensor | None = None,
                  init_logits: Tensor | None = None, generator: torch.Generator | None = None):
+        check_positive("init_scale", init_scale)
         super().__init__()
         object.__setattr__(self, "model", model)
         P = model.layout.num_parameters

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import softplus
 
+from bnas_pyro.checks import check_positive
 from bnas_pyro.distributions import StructureScaledNormal
 from bnas_pyro.models.weight_priors import WEIGHT_SITE, log_gamma_per_parameter
 
@@ -52,6 +53,7 @@ class MeanFieldGuide(nn.Module):
                  learn_temperature: bool = False, couple_to_structure: bool = False,
                  init_loc: Tensor | None = None, init_logits: Tensor | None = None,
                  generator: torch.Generator | None = None):
+        check_positive("init_scale", init_scale)
         super().__init__()
         object.__setattr__(self, "model", model)
         self.structure = ConcreteStructureGuide(model, temperature, learn_temperature, init_logits)

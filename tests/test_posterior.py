@@ -12,6 +12,7 @@ import torch
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace
 from bnas_pyro.analysis import arviz_data as post
 from bnas_pyro.data import load_dataset
+from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.guides import DeltaGuide, MeanFieldGuide
 from bnas_pyro.models import BayesianSupernet
 from bnas_pyro.spaces import mlp_cell_space
@@ -155,7 +156,10 @@ def test_netcdf_round_trip_and_determinism(idata, fitted, wine, tmp_path):
 
 
 def test_compare_ranks_a_fitted_search_above_an_unfitted_one(fitted, wine):
-    unfitted = _search(wine, 0, seed=1)  # q at its initial values
+    # q at its initial values (a search refuses zero outer steps: the result is built directly)
+    model = BayesianSupernet(mlp_cell_space(13, 3, hidden=8))
+    guide = MeanFieldGuide(model, init_scale=0.05, generator=torch.Generator().manual_seed(1))
+    unfitted = SearchResult(model, guide, [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = post.compare({"fitted": fitted, "unfitted": unfitted}, wine.x_train, wine.y_train,

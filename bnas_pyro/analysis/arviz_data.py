@@ -46,6 +46,8 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from bnas_pyro.atomic_files import atomic_path
+from bnas_pyro.checks import check_data, check_model_guide
 from bnas_pyro.models.likelihoods import OBS_SITE
 from bnas_pyro.models.structure_priors import structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
@@ -178,6 +180,10 @@ def to_inference_data(result, x: Tensor | None = None, y: Tensor | None = None, 
     """
     model = model if model is not None else result.model
     guide = guide if guide is not None else result.guide
+    if x is not None:
+        check_data(x, y, model, guide)
+    else:
+        check_model_guide(model, guide)
     if num_chains < 1 or num_draws < num_chains:
         raise ValueError(f"need num_draws >= num_chains >= 1, got {num_draws}, {num_chains}")
     s = sample_posterior(model, guide, x, y, num_draws=num_draws,
@@ -278,9 +284,11 @@ def plot_posterior(idata, var_names: Sequence[str] | None = None, **kwargs):
 
 
 def save(idata, path: "str | Path") -> Path:
-    """Write InferenceData to NetCDF (``posterior.nc``)."""
+    """Write InferenceData to NetCDF (``posterior.nc``), atomically
+    (:func:`bnas_pyro.atomic_files.atomic_path`)."""
     path = Path(path)
-    idata.to_netcdf(str(path))
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
     return path
 
 

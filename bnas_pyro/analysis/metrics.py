@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
+from bnas_pyro.checks import check_data, check_network_input
 from bnas_pyro.models.likelihoods import OBS_SITE
 
 
@@ -98,6 +99,7 @@ def posterior_predictive(model, guide, x: Tensor, y: Tensor | None = None, num_d
     Each draw traces the guide once and replays the model on ``x`` (in chunks of
     ``batch_size`` rows with the same draw), so the prediction is of exactly the model.
     """
+    check_data(x, y, model, guide)
     n = x.shape[0]
     chunks = [(0, n)] if batch_size is None else [(a, min(a + batch_size, n))
                                                   for a in range(0, n, batch_size)]
@@ -147,6 +149,7 @@ def evaluate_bayesian(model, guide, x: Tensor, y: Tensor, task: str, num_draws: 
 @torch.no_grad()
 def network_predictive(net: torch.nn.Module, x: Tensor, task: str, batch_size: int = 4096) -> Tensor:
     """Outputs of a plain network: class probabilities, or the regression mean (squeezed)."""
+    check_network_input(net, x)
     outs = [net(x[a:a + batch_size]) for a in range(0, x.shape[0], batch_size)]
     f = torch.cat(outs)
     if task == "classification":

@@ -5,12 +5,18 @@
     bnas-pyro search --set search.epochs=20 --set data.name=wine   override single keys
     bnas-pyro search --print-config       print the configuration that would run, and stop
     bnas-pyro search --data FILE --target COLUMN   search on one's own CSV / TSV / .npz / .npy
+    bnas-pyro search --resume RUN_DIR     continue a killed run from its checkpoint
+    bnas-pyro resume RUN_DIR              the same
+    bnas-pyro search --out DIR --force    start over in a folder that holds a run
     bnas-pyro report RUN_DIR              print a run's summary and redraw its plots
     bnas-pyro list [WHAT]                 data sets, spaces, primitives, modes, guides,
                                           hypergradients
 
 Configuration errors (unknown key, wrong type, unknown data set, space, primitive, mode, guide or
-hypergradient) stop the command at once with the key named, exit status 2.
+hypergradient) stop the command at once with the key named, exit status 2; so do bad run
+directories and unreadable files (named).  A search that fails (a non-finite objective, a file it
+cannot write) stops with a one-line error, exit status 1; its last checkpoint is kept, so
+``bnas-pyro resume RUN_DIR`` can continue it.
 """
 
 from __future__ import annotations
@@ -39,10 +45,18 @@ def _parser() -> argparse.ArgumentParser:
                    "file (sets data.path)")
     s.add_argument("--target", metavar="COLUMN", help="the target column of --data "
                    "(sets data.target)")
-    s.add_argument("--out", metavar="DIR", help="the run directory (default: OUTPUT/NAME-TIME)")
+    s.add_argument("--out", metavar="DIR", help="the run directory (default: OUTPUT/NAME-TIME); "
+                   "refused if it already holds a run, unless --force or --resume")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
+                   "checkpoint, with its own config.yaml (no --config / --set / --out)")
+    s.add_argument("--force", action="store_true",
+                   help="start over in an --out folder that already holds a run")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.add_argument("--print-config", action="store_true",
                    help="print the configuration as YAML and exit")
+    res = sub.add_parser("resume", help="continue a killed run from its checkpoint")
+    res.add_argument("run_dir", metavar="RUN_DIR")
+    res.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     r = sub.add_parser("report", help="print a run directory's summary and redraw its plots")
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--no-plots", action="store_true", help="do not redraw the plots")
@@ -68,17 +82,34 @@ def _apply_overrides(config, pairs: Sequence[str]):
 def _search(args) -> int:
     import yaml
 
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .run_directory import format_summary
     from .runner import run_search
 
+    if args.resume is not None:
+        given = [flag for flag, used in (("--config", args.config), ("--set", args.set),
+                                         ("--out", args.out), ("--force", args.force),
+                                         ("--print-config", args.print_config)) if used]
+        if given:
+            raise ConfigError("", f"--resume continues a run with its own config.yaml; "
+                                  f"leave out {', '.join(given)}")
+        return _resume(args.resume, args.quiet)
     config = _apply_overrides(load_config(args.config), args.set)
     data = {f"data.{k}": v for k, v in (("path", args.data), ("target", args.target)) if v}
     config = config.replace(**data) if data else config
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    outcome = run_search(config, run_dir=args.out, progress=not args.quiet)
+    outcome = run_search(config, run_dir=args.out, progress=not args.quiet, force=args.force)
+    print(format_summary({**outcome.summary, "run_dir": str(outcome.run_dir)}))
+    return 0
+
+
+def _resume(run_dir: str, quiet: bool) -> int:
+    from .run_directory import format_summary
+    from .runner import run_search
+
+    outcome = run_search(None, run_dir=run_dir, progress=not quiet, resume=True)
     print(format_summary({**outcome.summary, "run_dir": str(outcome.run_dir)}))
     return 0
 
@@ -117,6 +148,9 @@ def listing(what: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnas-pyro`` console script; returns the exit status."""
+    from bnas_pyro.atomic_files import FileWriteError
+    from bnas_pyro.search.checkpoint import CheckpointError
+
     from .config import ConfigError
     from .run_directory import RunDirectoryError
 
@@ -127,16 +161,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "search":
             return _search(args)
+        if args.command == "resume":
+            return _resume(args.run_dir, args.quiet)
         if args.command == "report":
             return _report(args)
         print(listing(args.what))
         return 0
-    except ConfigError as err:
-        print(f"bnas-pyro: error: {err}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, RunDirectoryError, CheckpointError) as err:
+        _error(err)
         return 2
-    except (FileNotFoundError, RunDirectoryError) as err:
-        print(f"bnas-pyro: error: {err}", file=sys.stderr)
-        return 2
+    except (FileWriteError, FloatingPointError) as err:
+        _error(err)
+        return 1
+
+
+def _error(err: BaseException) -> None:
+    """One line on stderr."""
+    text = " ".join(str(err).split())
+    print(f"bnas-pyro: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,13 @@ def load_config(path: "str | Path | None" = None) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError("", f"file {str(path)!r} does not exist")
-    text = path.read_text()
+    if not path.is_file():
+        raise ConfigError("", f"{str(path)!r} is a {'folder' if path.is_dir() else 'special file'}, "
+                              "not a configuration file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("", f"cannot read {str(path)!r}: {err}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -235,9 +241,15 @@ def load_config(path: "str | Path | None" = None) -> RunConfig:
 
             data = yaml.safe_load(text)
     except Exception as err:  # noqa: BLE001 - report any parse error with the file name
-        raise ConfigError("", f"cannot parse {str(path)!r}: {err}") from None
+        raise ConfigError("", f"cannot parse {str(path)!r}: "
+                              f"{' '.join(str(err).split())}") from None
     if data is None:
-        data = {}
+        raise ConfigError("", f"{str(path)!r} is empty: write the keys to change (e.g. "
+                              "'search: {epochs: 20}'), or leave out --config for the default "
+                              "search")
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"{str(path)!r}: the top level must be a mapping of keys, got "
+                              f"{type(data).__name__}")
     return config_from_dict(data)
 
 
@@ -264,9 +276,9 @@ def dump_config(config: RunConfig, path: "str | Path") -> Path:
     """Write the configuration as YAML (the run directory's ``config.yaml``)."""
     import yaml
 
-    path = Path(path)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return path
+    from bnas_pyro.atomic_files import write_text
+
+    return write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 __all__ = ["AnalysisConfig", "ConfigError", "DataConfig", "ModelConfig", "RetrainConfig",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -68,6 +69,20 @@ def build_dataclass(cls, data: Mapping[str, Any], prefix: str):
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+#: a number in exponent notation, which YAML 1.1 reads as a string unless it has a dot (``1e-3``)
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _numbers_in(value: Any) -> Any:
+    """``value`` with every string in exponent notation (``"1e-3"``, as YAML 1.1 and ``--set``
+    read ``1e-3``) turned into the number it writes, in nested mappings and lists too."""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _numbers_in(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_in(v) for v in value]
+    return value
 
 
 def _show(value: Any) -> str:
@@ -97,6 +112,10 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(path, f"expected true or false, got {_show(value)}")
         return value
     if hint is int:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # 1e6 written for an integer
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_show(value)}")
         return value
@@ -113,11 +132,11 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
     if hint is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"expected a mapping, got {_show(value)}")
-        return dict(value)
+        return _numbers_in(dict(value))
     if hint is list or origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected a list, got {_show(value)}")
-        return list(value)
+        return _numbers_in(list(value))
     raise ConfigError(path, f"cannot check values of type {hint}")  # pragma: no cover
 
 
@@ -157,10 +176,18 @@ def _positive(config: Any) -> None:
                                             f"got {config.analysis.draws}")
     for key, value in (("data.val_fraction", config.data.val_fraction),
                        ("data.test_fraction", config.data.test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(key, f"must be in [0, 1), got {value}")
-    if config.data.test_fraction <= 0:
-        raise ConfigError("data.test_fraction", "must be > 0 (the run reports test metrics)")
+        if not 0.0 < value < 1.0:
+            raise ConfigError(key, f"must be in (0, 1), got {value}")
+    for key, value in config.search.guide_options.items():
+        if key in ("init_scale", "temperature") and value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                and math.isfinite(value)):
+            raise ConfigError(f"search.guide_options.{key}", f"must be a finite number > 0, got "
+                                                              f"{_show(value)}")
+    for key, value in (("model.init_log_precision", config.model.init_log_precision),
+                       ("search.lr", config.search.lr), ("search.hyper_lr", config.search.hyper_lr)):
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value}")
     if config.data.val_fraction + config.data.test_fraction >= 1.0:
         raise ConfigError("data.val_fraction", "val_fraction + test_fraction must be < 1")
 

@@ -5,8 +5,11 @@ the run reports (for restarts and enumeration, the one with the highest final EL
 restart or run in its ``info``).  Each leaves in the run directory's ``checkpoint.pt`` the state
 the reported search ended in: a :meth:`BilevelSearch.state_dict
 <bnas_pyro.search.bilevel.BilevelSearch.state_dict>` in every case, loadable by the same resume
-path (:meth:`~bnas_pyro.search.bilevel.BilevelSearch.load_state_dict`).  A single search writes
-it itself (every ``checkpoint_every`` steps and at its last); the others write the kept one's.
+path (:meth:`~bnas_pyro.search.bilevel.BilevelSearch.load_state_dict`).  Every search writes
+it every ``checkpoint_every`` outer steps and at its last; restarts and enumeration add which
+search is running and what the finished ones found (:mod:`bnas_pyro.search.resume`), and end
+with the kept one's state.  With ``resume=True`` every driver continues from that checkpoint
+where it stopped, and reports what an uninterrupted run reports.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bnas_pyro.modes import EnumerateMode, Mode
 from bnas_pyro.objectives import estimate_elbo, trace_terms
 from bnas_pyro.search.bilevel import BilevelSearch
 from bnas_pyro.search.checkpoint import save_checkpoint
-from bnas_pyro.search.enumeration import run_enumeration
+from bnas_pyro.search.enumeration import finished_entry, run_enumeration
 from bnas_pyro.search.restarts import run_restarts
 
 from .builders import SearchParts, build_guide, build_model, build_parts, search_strategy
@@ -99,13 +102,15 @@ def make_search(config: RunConfig, model, guide, mode, strategy: str, inner: int
         raise ConfigError("search", str(err)) from None
 
 
-def drive_single(parts: SearchParts, directory: Path, progress: bool) -> Driven:
-    """One search; it checkpoints itself into ``directory`` every ``checkpoint_every`` steps."""
+def drive_single(parts: SearchParts, directory: Path, progress: bool,
+                 resume: bool = False) -> Driven:
+    """One search; it checkpoints itself into ``directory`` every ``checkpoint_every`` steps
+    (``resume``: continues from the checkpoint there)."""
     config, data = parts.config, parts.data
     callback = ProgressCallback(data, config.search.eval_every)
     search = make_search(config, parts.model, parts.guide, parts.mode, parts.strategy,
                          parts.inner_steps, parts.outer_steps, directory, progress, [callback])
-    result = search.run(data.x_train, data.y_train, data.x_val, data.y_val)
+    result = search.run(data.x_train, data.y_train, data.x_val, data.y_val, resume=resume)
     return Driven(result, callback)
 
 
@@ -120,25 +125,30 @@ def restart_search(config: RunConfig, split_seed: int, progress: bool, seed: int
                        parts.inner_steps, parts.outer_steps, None, progress, callbacks)
 
 
-def drive_restarts(parts: SearchParts, directory: Path, progress: bool) -> Driven:
-    """``search.restarts`` searches; the one with the highest final ELBO is the result."""
+def drive_restarts(parts: SearchParts, directory: Path, progress: bool,
+                   resume: bool = False) -> Driven:
+    """``search.restarts`` searches; the one with the highest final ELBO is the result
+    (``resume``: finished restarts are not run again, the running one continues)."""
     config, data = parts.config, parts.data
     split_seed = config.seed if config.data.seed is None else config.data.seed
     processes = config.search.restart_processes
     build = functools.partial(restart_search, config, split_seed, progress and processes == 1)
     report = run_restarts(build, data.x_train, data.y_train, config.search.restarts,
                           seed=config.seed, processes=processes, x_val=data.x_val, y_val=data.y_val,
-                          elbo_particles=50, num_threads=config.threads)
+                          elbo_particles=50, num_threads=config.threads,
+                          checkpoint_dir=directory, resume=resume)
     callback = ProgressCallback(data, config.search.eval_every)
     for record in report.best.history:  # the progress callback's last values, for the summary
         callback.last = {k: v for k, v in record.extra.items()}
-    save_checkpoint(directory, report.best_state)
     return Driven(report.best, callback)
 
 
-def drive_enumeration(parts: SearchParts, directory: Path, progress: bool) -> Driven:
+def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
+                      resume: bool = False) -> Driven:
     """The ``enumerate`` mode: runs f_1..f_N; the run with the highest ELBO is the result, every
-    run's structure and ELBO go to its ``info["enumeration"]``."""
+    run's structure and ELBO go to its ``info["enumeration"]`` (``resume``: finished runs are
+    not run again, the running one continues).  Run i's ELBO is estimated with its own seed
+    (``seed + i``), so it does not depend on the runs before it."""
     config, data, space, mode = parts.config, parts.data, parts.space, parts.mode
     if mode.num_runs is None and space.num_structures > 20:
         raise ConfigError("search.mode_options.num_runs",
@@ -163,28 +173,35 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool) -> Dr
             inner_steps=parts.inner_steps, outer_steps=parts.outer_steps, lr=config.search.lr,
             hyper_lr=config.search.hyper_lr, batch_size=config.search.batch_size,
             num_particles=config.search.num_particles, progress=progress, callbacks=[callback],
-            hypergradient=parts.strategy, hypergradient_options=config.search.hypergradient_options)
+            hypergradient=parts.strategy, hypergradient_options=config.search.hypergradient_options,
+            checkpoint_dir=directory, checkpoint_every=config.search.checkpoint_every,
+            resume=resume)
     except (TypeError, ValueError) as err:
         raise ConfigError("search", str(err)) from None
-    elbos = [estimate_elbo(r.model, r.guide, data.x_train, data.y_train, num_particles=10)[0]
-             for r in runs.results]
+    elbos = []
+    for i, r in enumerate(runs.results):
+        with torch.random.fork_rng(devices=_devices(data.x_train)):
+            torch.manual_seed(config.seed + i)
+            elbos.append(estimate_elbo(r.model, r.guide, data.x_train, data.y_train,
+                                       num_particles=10)[0])
     best = max(range(len(elbos)), key=elbos.__getitem__)
     chosen = runs.results[best]
     chosen.info["enumeration"] = {"structures": runs.structures,
                                   "probabilities": runs.probabilities, "elbos": elbos,
                                   "num_distinct": runs.num_distinct, "chosen_run": best}
-    save_checkpoint(directory, runs.states[best])
+    save_checkpoint(directory, {**runs.states[best], **finished_entry(runs)})
     return Driven(chosen, callback)
 
 
-def drive(parts: SearchParts, directory: Path, progress: bool) -> Driven:
+def drive(parts: SearchParts, directory: Path, progress: bool, resume: bool = False) -> Driven:
     """Run the search ``parts`` describe with the driver its mode and restarts ask for; each
-    leaves the final search state in ``directory/checkpoint.pt``."""
+    leaves the final search state in ``directory/checkpoint.pt`` (``resume``: continue from
+    it)."""
     if isinstance(parts.mode, EnumerateMode):
-        return drive_enumeration(parts, directory, progress)
+        return drive_enumeration(parts, directory, progress, resume)
     if parts.config.search.restarts > 1:
-        return drive_restarts(parts, directory, progress)
-    return drive_single(parts, directory, progress)
+        return drive_restarts(parts, directory, progress, resume)
+    return drive_single(parts, directory, progress, resume)
 
 
 __all__ = ["Driven", "ProgressCallback", "drive", "drive_enumeration", "drive_restarts",

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 import torch
 
+from bnas_pyro import atomic_files
 from bnas_pyro.analysis import arviz_data
 from bnas_pyro.analysis.diagnostics import warning_lines
 from bnas_pyro.analysis.export import save_network
@@ -40,7 +41,7 @@ from bnas_pyro.search.checkpoint import CHECKPOINT_NAME
 from bnas_pyro.search_space import PrimitiveSpec
 
 from . import plots
-from .config import RunConfig, dump_config
+from .config import ConfigError, RunConfig, dump_config, load_config
 
 CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
@@ -85,10 +86,61 @@ def _finite(value: Any) -> Any:
 
 
 def write_config(config: RunConfig, run_dir: "str | Path") -> Path:
-    """Write ``config.yaml`` (first thing a run does, so a run directory always says what it is)."""
+    """Write ``config.yaml`` (first thing a run does, so a run directory always says what it is),
+    atomically."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     return dump_config(config, d / CONFIG_FILE)
+
+
+def held_run_files(run_dir: "str | Path") -> list[str]:
+    """The files of a run that ``run_dir`` already holds (empty for a new or empty folder)."""
+    d = Path(run_dir)
+    return [f for f in RUN_FILES + (NETWORK_JSON,) if (d / f).exists()]
+
+
+def open_run_dir(run_dir: "str | Path", config: RunConfig | None = None, resume: bool = False,
+                 force: bool = False) -> tuple[Path, RunConfig]:
+    """Check ``run_dir`` for a new run (``config``) or for resuming the run it holds, and write
+    ``config.yaml``; returns the folder and the configuration to run.
+
+    A new run refuses a folder that already holds a run unless ``force`` (its run files are then
+    removed); resuming needs the run's ``config.yaml`` and refuses a finished run
+    (``result.json`` is written last).  Errors are :class:`RunDirectoryError`, naming the folder.
+    """
+    d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise RunDirectoryError(f"{d} exists and is not a folder: give --out a new or empty "
+                                "folder, or a run directory")
+    if resume:
+        if force:
+            raise RunDirectoryError("--resume and --force exclude each other: --resume continues "
+                                    f"the run in {d}, --force starts it over")
+        if not (d / CONFIG_FILE).is_file():
+            raise RunDirectoryError(f"{d} is not a run directory to resume: it has no {CONFIG_FILE}")
+        if (d / RESULT_FILE).exists():
+            raise RunDirectoryError(f"{d} holds a finished run ({RESULT_FILE} exists): nothing to "
+                                    f"resume; `bnas-pyro report {d}` prints it")
+        try:
+            saved = load_config(d / CONFIG_FILE)
+        except ConfigError as err:
+            raise RunDirectoryError(f"{d / CONFIG_FILE}: {err}") from None
+        if config is not None and config != saved:
+            raise RunDirectoryError(f"{d} was started with another configuration than the one "
+                                    f"given; resume it with its own {CONFIG_FILE} (no --config / "
+                                    "--set)")
+        return d, saved
+    if config is None:
+        raise ValueError("a new run needs its configuration")
+    held = held_run_files(d)
+    if held:
+        if not force:
+            raise RunDirectoryError(f"{d} already holds a run ({', '.join(held)}): continue it "
+                                    f"with `bnas-pyro resume {d}`, or pass --force to start over")
+        for name in held:
+            (d / name).unlink()
+    write_config(config, d)
+    return d, config
 
 
 def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
@@ -96,12 +148,14 @@ def write_run(outcome, draw: bool = True, posterior: bool = True) -> Path:
     d = Path(outcome.run_dir)
     write_config(outcome.config, d)
     body = {**outcome.summary, "run_dir": str(d)}
-    (d / RESULT_FILE).write_text(json.dumps(_finite(body), indent=1, default=_json_default))
+    atomic_files.write_text(d / RESULT_FILE, json.dumps(_finite(body), indent=1,
+                                                        default=_json_default))
     if outcome.network is not None:
-        torch.save({"structure": outcome.summary["structure"], "space": outcome.summary["space"],
-                    "class": type(outcome.network).__qualname__,
-                    "state_dict": outcome.network.state_dict(), "module": outcome.network},
-                   d / NETWORK_FILE)
+        atomic_files.torch_save({"structure": outcome.summary["structure"],
+                                 "space": outcome.summary["space"],
+                                 "class": type(outcome.network).__qualname__,
+                                 "state_dict": outcome.network.state_dict(),
+                                 "module": outcome.network}, d / NETWORK_FILE)
         if type(outcome.network).__name__ == "DerivedNetwork":  # from SearchResult.derive()
             save_network(outcome.network, d / NETWORK_JSON)
     if posterior and outcome.idata is not None:
@@ -120,10 +174,14 @@ def read_result(run_dir: "str | Path") -> dict[str, Any]:
     path = Path(run_dir) / RESULT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {str(run_dir)!r} a run directory?")
+    if not path.is_file():
+        raise RunDirectoryError(f"{path} is not a file")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunDirectoryError(f"{path} is not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirectoryError(f"{path} is not valid JSON, truncated or damaged? ({err})") from None
+    except OSError as err:
+        raise RunDirectoryError(f"cannot read {path}: {err.strerror or err}") from None
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         raise RunDirectoryError(f"{path} is not a bnas-pyro run result (no \"format\": "
                                 f"\"{RESULT_FORMAT}\")")
@@ -132,7 +190,21 @@ def read_result(run_dir: "str | Path") -> dict[str, Any]:
                                 f"{'' if 'analysis' in data else ' without an analysis block'}; "
                                 f"this bnas-pyro reads run results of version "
                                 f"{RESULT_FORMAT_VERSION}: re-run the search")
+    missing = [k for k in RESULT_KEYS if k not in data]
+    analysis = data["analysis"]
+    if not isinstance(analysis, dict):
+        missing.append("analysis (not a mapping)")
+    else:
+        missing += [f"analysis.{k}" for k in ANALYSIS_KEYS if k not in analysis]
+    if missing:
+        raise RunDirectoryError(f"{path} is incomplete: it lacks {', '.join(missing)}")
     return data
+
+
+#: the entries ``report`` reads from ``result.json`` and its ``analysis`` block
+RESULT_KEYS = ("structure", "probability", "edge_probabilities", "space", "history",
+               "num_structures")
+ANALYSIS_KEYS = ("data", "metrics")
 
 
 def draw_plots(run_dir: "str | Path", result: Mapping[str, Any] | None = None) -> list[Path]:
@@ -234,9 +306,13 @@ def report(run_dir: "str | Path", redraw: bool = True) -> str:
     """The summary of a run directory (and redraw its plots); returns the printed text."""
     result = read_result(run_dir)
     result["run_dir"] = str(run_dir)
-    text = format_summary(result)
+    try:
+        text = format_summary(result)
+        paths = draw_plots(run_dir, result) if redraw else []
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        raise RunDirectoryError(f"{Path(run_dir) / RESULT_FILE} is damaged: "
+                                f"{type(err).__name__} {err} while reading it") from None
     if redraw:
-        paths = draw_plots(run_dir, result)
         text += "\nplots: " + ", ".join(str(p) for p in paths)
     missing = [f for f in RUN_FILES if not (Path(run_dir) / f).exists()]
     if missing:
@@ -246,5 +322,6 @@ def report(run_dir: "str | Path", redraw: bool = True) -> str:
 
 __all__ = ["CONFIG_FILE", "NETWORK_FILE", "POSTERIOR_FILE", "RESULT_FILE", "RUN_FILES",
            "RunDirectoryError",
-           "draw_plots", "format_summary", "new_run_dir", "read_result", "report", "write_config",
+           "draw_plots", "format_summary", "held_run_files", "new_run_dir", "open_run_dir",
+           "read_result", "report", "write_config",
            "write_run"]

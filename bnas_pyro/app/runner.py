@@ -50,7 +50,7 @@ from bnas_pyro.training import residual_std, train_network
 from .builders import SearchParts, build_parts
 from .config import RunConfig
 from .drivers import Driven, drive
-from .run_directory import new_run_dir, write_config, write_run
+from .run_directory import new_run_dir, open_run_dir, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -252,23 +252,34 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
     return summary
 
 
-def run_search(config: RunConfig, run_dir: "str | Path | None" = None, progress: bool = True,
-               log: Callable[[str], None] = logger.info) -> RunOutcome:
-    """Run the search described by ``config`` and fill a run directory (returned in the outcome)."""
+def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, progress: bool = True,
+               log: Callable[[str], None] = logger.info, resume: bool = False,
+               force: bool = False) -> RunOutcome:
+    """Run the search described by ``config`` and fill a run directory (returned in the outcome).
+
+    ``config.yaml`` is written first.  A ``run_dir`` that already holds a run is refused unless
+    ``force`` (start over) or ``resume``: continue the run there from its checkpoint, with its
+    own ``config.yaml`` (``config`` may then be ``None``), to the result an uninterrupted run
+    gives (:func:`~bnas_pyro.app.run_directory.open_run_dir`).
+    """
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume=True needs the run directory")
+        _, config = open_run_dir(run_dir, config, resume=True)
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        parts = build_parts(config)
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_config(config, directory)
+        if not resume:
+            open_run_dir(directory, config, force=force)
+        parts = build_parts(config)
         log(f"data: {parts.data.summary()}")
         log(f"space: {parts.space.num_structures} structures, "
             f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
         t0 = time.perf_counter()
-        driven = drive(parts, directory, progress)
+        driven = drive(parts, directory, progress, resume)
         t1 = time.perf_counter()
         analysis = analyse(config, parts.data, driven.result, progress)
         t2 = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from bnas_pyro.analysis.result import OuterRecord, SearchResult
 from bnas_pyro.analysis.structure_posterior import edge_probabilities
+from bnas_pyro.checks import check_data
 from bnas_pyro.coefficients import Coefficients
 from bnas_pyro.hypergradients import Batch, GradientStrategy, HypergradientStrategy, get_strategy
 from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide_coefficients,
@@ -39,7 +41,7 @@ from bnas_pyro.objectives import ElboTerms, trace_terms
 from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 
 #: a step-size schedule: ``factor(step, num_steps) -> float`` multiplies ``lr`` and ``hyper_lr`` at
 #: outer step ``step``; or ``make(optimizer) -> torch.optim.lr_scheduler.LRScheduler``, one
@@ -126,8 +128,13 @@ class BilevelSearch:
         callbacks: Sequence[Callback] = (),
         hypergradient_options: Mapping[str, Any] | None = None,
     ):
-        if inner_steps < 0 or outer_steps < 0:
-            raise ValueError(f"inner_steps and outer_steps must be >= 0, got {inner_steps}, {outer_steps}")
+        if inner_steps < 0:
+            raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+        if outer_steps < 1:
+            raise ValueError(f"outer_steps must be >= 1, got {outer_steps}: a search of no outer "
+                             "step ends at the uniform initial q, not at a found structure")
+        if int(checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.strategy = get_strategy(hypergradient, **dict(hypergradient_options or {}))
         required = getattr(self.strategy, "inner_operator", None)
         if inner_optimizer is None:
@@ -200,6 +207,9 @@ class BilevelSearch:
         self.history: list[OuterRecord] = []
         self.step = 0
         self.sampler: MinibatchSampler | None = None
+        #: entries added to every checkpoint this search writes (a driver of several searches
+        #: records there which search this is and what the finished ones found)
+        self.checkpoint_extra: dict[str, Any] = {}
         self.validation_data: tuple[Tensor, Tensor | None] | None = None
 
     @classmethod
@@ -337,10 +347,9 @@ class BilevelSearch:
                 y_val: Tensor | None = None) -> None:
         """Check the data, seed the generators and set up the minibatch sampler (what
         :meth:`run` does before its first outer step)."""
-        if hasattr(self.model, "check_data"):
-            self.model.check_data(x, y)
-            if x_val is not None:
-                self.model.check_data(x_val, y_val)
+        check_data(x, y, self.model, self.guide)
+        if x_val is not None:
+            check_data(x_val, y_val, self.model, self.guide, names=("x_val", "y_val"))
         self.validation_data = None if x_val is None else (x_val, y_val)
         generator = torch.Generator()
         if self.seed is not None:
@@ -371,7 +380,7 @@ class BilevelSearch:
                 raise ValueError("resume=True needs a checkpoint_dir")
             state = load_checkpoint(self.checkpoint_dir)
             if state is not None:
-                self.load_state_dict(state)
+                self._resume_from(state)
         start_time = time.perf_counter() - (self.history[-1].wall_time if self.history else 0.0)
         bar = tqdm(range(self.step, self.outer_steps), desc=f"search ({self.strategy.name})",
                    disable=not self.progress, initial=self.step, total=self.outer_steps)
@@ -381,6 +390,7 @@ class BilevelSearch:
             sync_guide_coefficients(self.guide, self.coefficients)
             self._apply_lr_factor(k)
             info = self.strategy.outer_step(self)
+            self._check_finite(k, info.L, info.Q)
             record = self._record(k, info.L, info.Q, time.perf_counter() - start_time)
             record.extra.update(getattr(info, "extra", None) or {})
             for cb in self.callbacks:
@@ -399,11 +409,39 @@ class BilevelSearch:
                                for k2, v in record.extra.items()})
             if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
                                                     or self.step == self.outer_steps):
-                save_checkpoint(self.checkpoint_dir, self.state_dict())
+                save_checkpoint(self.checkpoint_dir, {**self.state_dict(), **self.checkpoint_extra})
         bar.close()
         wall = self.history[-1].wall_time if self.history else 0.0
         return SearchResult(self.model, self.guide, list(self.history), wall,
                             info={"strategy": self.strategy.name})
+
+    def _check_finite(self, step: int, L: float, Q: float) -> None:
+        """A non-finite objective means the search has left the region where it means anything
+        (overflowing data, a step size too large): stop, naming the step and the term.  L is NaN
+        without being computed when a step runs no inner step (``inner_steps=0``)."""
+        terms = [("Q (the outer objective)", Q)]
+        if not (self.inner_steps == 0 and math.isnan(L)):
+            terms.insert(0, ("L (the inner objective, the scaled ELBO)", L))
+        for name, value in terms:
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"outer step {step}: {name} is {value}; the search stopped instead of "
+                    "returning a structure from a non-finite objective (check the data's scale, "
+                    "lr and hyper_lr)")
+
+    def _resume_from(self, state: Mapping[str, Any]) -> None:
+        """Load a checkpoint read from ``checkpoint_dir``; errors name the file."""
+        path = checkpoint_path(self.checkpoint_dir)
+        if int(state["step"]) > self.outer_steps:
+            raise CheckpointError(f"{path} is at outer step {state['step']} but this search has "
+                                  f"only {self.outer_steps} outer steps")
+        try:
+            self.load_state_dict(state)
+        except CheckpointError:
+            raise
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"{path} does not fit this search ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
     # ------------------------------------------------------------------ step sizes
     def _build_schedulers(self) -> None:

@@ -10,9 +10,9 @@ lifted the polynomial example from 7-8 to 9 of 10 seeds.  The ELBO
 with the highest ELBO is the one whose (q, h) explains the data best.  Every restart's structure,
 its probability under q and its ELBO are kept in the report, so the spread is visible.
 
-Restarts run in turn or in parallel processes (``processes > 1``); each process sends back the
-guide's and the hyperparameters' state, and the best restart is rebuilt in the calling process
-by the same ``build`` function, so ``build`` must be picklable for processes (a module-level
+Restarts run in turn or in parallel processes (``processes > 1``); each restart's final search
+state is kept, and the best restart is rebuilt from it by the same ``build`` function (in turn or
+in workers, fresh or resumed: the same result), so ``build`` must be picklable for processes (a module-level
 function or a ``functools.partial`` of one) and every custom primitive must be registered when
 its module is imported.
 """
@@ -20,6 +20,7 @@ its module is imported.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,10 +29,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from bnas_pyro.analysis.result import OuterRecord, SearchResult
+from bnas_pyro.analysis.result import SearchResult
 from bnas_pyro.objectives import estimate_elbo
 
 from .bilevel import BilevelSearch
+from .checkpoint import save_checkpoint
+from .resume import checkpointing, driver_entry, load_driver_state, restored_result
 
 BuildFn = Callable[[int], "BilevelSearch"]
 
@@ -99,36 +102,32 @@ class RestartReport:
 
 def _run_one(build: BuildFn, index: int, seed: int, x: Tensor, y: Tensor | None,
              x_val: Tensor | None, y_val: Tensor | None, elbo_particles: int,
-             num_threads: int | None) -> dict[str, Any]:
-    """One restart (also the body of a worker process)."""
+             num_threads: int | None, checkpoint_dir: "str | os.PathLike | None" = None,
+             resume: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One restart (also the body of a worker process): its record, final state and info.
+
+    With ``checkpoint_dir`` the restart's search checkpoints there (with the driver's ``extra``);
+    ``resume`` continues it from the checkpoint there."""
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     start = time.perf_counter()
-    search = build(seed)
-    result = search.run(x, y, x_val, y_val)
+    search = checkpointing(build(seed), checkpoint_dir, extra or {})
+    result = search.run(x, y, x_val, y_val, resume=resume)
     state = search.state_dict()   # where the search ended (before the ELBO's draws)
     with torch.no_grad():
         elbo, se = estimate_elbo(search.model, search.guide, x, y, num_particles=elbo_particles)
     record = RestartRecord(index, seed, dict(result.structure), float(result.structure_probability),
                            float(elbo), float(se), float(result.final_L), float(result.final_Q),
                            time.perf_counter() - start)
-    return {
-        "record": record,
-        "guide": {k: v.detach().cpu() for k, v in search.guide.state_dict().items()},
-        "hyper": {k: v.detach().cpu() for k, v in search.model.hyper.state_dict().items()},
-        "temperature": float(search.model.temperature),
-        "history": [r.to_dict() for r in result.history],
-        "wall_time": float(result.wall_time),
-        "info": dict(result.info),
-        "state": state,
-        "result": result,
-    }
+    return {"record": record.to_dict(), "state": state, "info": dict(result.info)}
 
 
 def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restarts: int = 2, *,
                  seed: int = 0, processes: int = 1, elbo_particles: int = 200,
                  x_val: Tensor | None = None, y_val: Tensor | None = None,
-                 mp_context: str = "spawn", num_threads: int | None = 1) -> RestartReport:
+                 mp_context: str = "spawn", num_threads: int | None = 1,
+                 checkpoint_dir: "str | os.PathLike | None" = None,
+                 resume: bool = False) -> RestartReport:
     """Run ``num_restarts`` searches and keep the one with the best final ELBO.
 
     Args:
@@ -141,52 +140,64 @@ def run_restarts(build: BuildFn, x: Tensor, y: Tensor | None = None, num_restart
         elbo_particles: Monte Carlo draws for each final ELBO (its standard error is reported).
         mp_context: the multiprocessing start method for workers.
         num_threads: torch threads per restart (``None``: leave as is).
+        checkpoint_dir: write ``checkpoint.pt`` there: the running restart's search state (every
+            ``checkpoint_every`` outer steps) with which restart it is and the finished restarts'
+            records and final states (:mod:`bnas_pyro.search.resume`); at the end, the kept
+            restart's state.  In worker processes (``processes > 1``) it is written as each
+            restart finishes.
+        resume: continue from ``checkpoint_dir``'s checkpoint: finished restarts are not run
+            again, the running one continues where it stopped (in turn; in workers it starts
+            over), and the report equals an uninterrupted run's.
     Returns:
-        a :class:`RestartReport`; ``report.best`` is the kept :class:`SearchResult`.
+        a :class:`RestartReport`; ``report.best`` is the kept :class:`SearchResult`, rebuilt by
+        ``build`` from the kept restart's final state.
     """
     if num_restarts < 1:
         raise ValueError(f"num_restarts must be >= 1, got {num_restarts}")
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    jobs = [(build, r, seed + r, x, y, x_val, y_val, elbo_particles, num_threads)
-            for r in range(num_restarts)]
-    outputs: list[dict[str, Any]]
-    if processes == 1 or num_restarts == 1:
+    state, finished = (load_driver_state(checkpoint_dir, "restarts", num_restarts) if resume
+                       else (None, {}))
+    running = None if state is None else state["driver"]["current"]
+
+    def extra(current: int) -> dict[str, Any]:
+        return driver_entry("restarts", num_restarts, current, finished)
+
+    def job(r: int) -> tuple:
+        return (build, r, seed + r, x, y, x_val, y_val, elbo_particles, num_threads)
+
+    todo = [r for r in range(num_restarts) if r not in finished]
+    if processes == 1 or len(todo) <= 1:
         saved = torch.get_num_threads()
         try:
-            outputs = [_run_one(*job) for job in jobs]
+            for r in todo:
+                finished[r] = _run_one(*job(r), checkpoint_dir=checkpoint_dir,
+                                       resume=resume and r == running, extra=extra(r))
         finally:
             torch.set_num_threads(saved)
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context(mp_context)
-        with ProcessPoolExecutor(max_workers=min(processes, num_restarts), mp_context=ctx) as pool:
-            futures = [pool.submit(_run_remote, *job) for job in jobs]
-            outputs = [f.result() for f in futures]
-    records = [o["record"] for o in outputs]
+        with ProcessPoolExecutor(max_workers=min(processes, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(_run_one, *job(r)): r for r in todo}
+            for future in as_completed(futures):
+                r = futures[future]
+                finished[r] = future.result()
+                if checkpoint_dir is not None:
+                    save_checkpoint(checkpoint_dir, {**finished[r]["state"], **extra(r)})
+    records = [RestartRecord(**finished[r]["record"]) for r in range(num_restarts)]
     scores = [r.elbo if math.isfinite(r.elbo) else -math.inf for r in records]
     best_index = max(range(len(records)), key=lambda i: scores[i])
-    best = outputs[best_index]
-    result = best.get("result")
-    if result is None:  # came from a worker: rebuild the search here and load its state
-        search = build(best["record"].seed)
-        search.guide.load_state_dict(best["guide"])
-        search.model.hyper.load_state_dict(best["hyper"])
-        search.model.temperature = best["temperature"]
-        history = [OuterRecord(**r) for r in best["history"]]
-        result = SearchResult(search.model, search.guide, history, best["wall_time"],
-                              info=dict(best["info"]))
+    best = finished[best_index]
+    result = restored_result(build(records[best_index].seed), best["state"])
+    result.info.update(best["info"])
     result.info["restarts"] = [r.to_dict() for r in records]
     result.info["best_restart"] = best_index
+    if checkpoint_dir is not None:
+        save_checkpoint(checkpoint_dir, {**best["state"], **extra(num_restarts)})
     return RestartReport(result, best_index, records, best_state=best["state"])
-
-
-def _run_remote(*job) -> dict[str, Any]:
-    out = _run_one(*job)
-    out.pop("result")  # the modules stay in the worker; their state goes back
-    return out
 
 
 __all__ = ["RestartRecord", "RestartReport", "run_restarts"]
