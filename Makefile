@@ -27,6 +27,8 @@ reproduce: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/search_time.py
 	$(PY) benchmarks/hypergrad_cost.py
 
 clean:

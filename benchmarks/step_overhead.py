@@ -1,24 +1,34 @@
-"""One SVI step of MeanFieldGuide on a digits-sized supernet vs a hand-written PyTorch step.
+"""Cost of one bnas-pyro SVI step against a lean hand-written Bayesian step and a plain DARTS step.
 
-Network: 64 inputs, two hidden nodes of 64, 10 classes, 3 primitives per edge, batch 256.
-The baseline is the same reparameterised ELBO written directly in PyTorch (Normal weights with the
-analytic Gaussian KL, log-space Concrete structure with its Monte Carlo KL, Categorical likelihood
-scaled to the full data), one tensor per (edge, primitive) parameter and one Adam step.
-Both are timed in the same run: median of ``--steps`` steps after ``--warmup`` warm-up steps.
-Prints the ratio ours / baseline (target: at most 1.5).
+Supernet: 64 inputs -> h1 (64) -> h2 (64) -> 10 classes with the skip x -> h2 (4 edges), the
+primitives linear, tanh, relu on every edge; Categorical likelihood scaled to 1437 data points.
+Three steps on the same supernet and the same batch, timed interleaved in one process
+(``benchmarks/timing.py``):
+
+- ``bnas``: ``InnerLoop.step`` with ``MeanFieldGuide`` (Adam on theta, the scaled ELBO);
+- ``lean``: the same reparameterised ELBO written lean by hand (``benchmarks/baselines.py``: one
+  flat weight vector, one ``randn``, the primitives of one edge fused into one matmul, analytic
+  Gaussian KL, log-space Concrete with its Monte Carlo KL, one Adam step);
+- ``darts``: a plain DARTS step (point weights, softmax mixing, the same fused forward, one Adam
+  step).
+
+For every thread count and batch size it prints the per-step times (median over rounds), the
+ratios ``bnas/lean`` (target <= 1.15, first bar 1.3) and ``bnas/darts`` (about 1.7 at most), and
+the bytes autograd saves for the backward pass of each step.
 
     python benchmarks/step_overhead.py
+    python benchmarks/step_overhead.py --device cuda
+    python benchmarks/step_overhead.py --batches 256 --threads 1 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
-from torch.nn.functional import softplus
+
+from baselines import LeanBayesStep, LeanDartsStep
+from timing import clock_for, interleaved, median, ratio, resolve_device, saved_for_backward
 
 from bnas_pyro import Coefficients, InnerLoop, SearchSpace
 from bnas_pyro.guides import MeanFieldGuide
@@ -27,104 +37,80 @@ from bnas_pyro.models import BayesianSupernet
 PRIMS = ["linear", "tanh", "relu"]
 EDGES = [("x", "h1"), ("h1", "h2"), ("x", "h2"), ("h2", "y")]
 SIZES = {"x": 64, "h1": 64, "h2": 64, "y": 10}
-ACT = {"linear": lambda z: z, "tanh": torch.tanh, "relu": torch.relu}
+NUM_DATA = 1437
+TARGET_LEAN, FIRST_BAR = 1.15, 1.3
 
 
 def make_space() -> SearchSpace:
     return SearchSpace(SIZES, [(s, t, PRIMS) for s, t in EDGES])
 
 
-class HandWritten(torch.nn.Module):
-    """The same ELBO written by hand: what a PyTorch user would write without Pyro."""
-
-    def __init__(self, num_data: int):
-        super().__init__()
-        self.num_data = num_data
-        self.mu, self.rho = torch.nn.ParameterDict(), torch.nn.ParameterDict()
-        for s, t in EDGES:
-            for p in PRIMS:
-                for name, shape in ((f"{s}_{t}_{p}_w", (SIZES[s], SIZES[t])), (f"{s}_{t}_{p}_b", (SIZES[t],))):
-                    self.mu[name] = torch.nn.Parameter(torch.randn(shape) / SIZES[s] ** 0.5)
-                    self.rho[name] = torch.nn.Parameter(torch.full(shape, -4.6))
-        self.q_logits = torch.nn.ParameterDict({f"{s}_{t}": torch.nn.Parameter(torch.zeros(3)) for s, t in EDGES})
-        self.log_A = torch.nn.ParameterDict({f"{s}_{t}_{p}": torch.nn.Parameter(torch.zeros(())) for s, t in EDGES for p in PRIMS})
-        self.p_logits = torch.nn.ParameterDict({f"{s}_{t}": torch.nn.Parameter(torch.zeros(3)) for s, t in EDGES})
-
-    def loss(self, x, y, temperature=1.0):
-        kl = 0.0
-        gammas = {}
-        t = torch.tensor(temperature)
-        for s, tgt in EDGES:
-            q = ExpRelaxedCategorical(t, logits=self.q_logits[f"{s}_{tgt}"])
-            p = ExpRelaxedCategorical(t, logits=self.p_logits[f"{s}_{tgt}"])
-            lg = q.rsample()
-            kl = kl + q.log_prob(lg) - p.log_prob(lg)
-            gammas[(s, tgt)] = lg.exp()
-        values = {"x": x}
-        for node in ("h1", "h2", "y"):
-            total = 0.0
-            for s, tgt in EDGES:
-                if tgt != node:
-                    continue
-                for l, p in enumerate(PRIMS):
-                    ws = []
-                    for suffix in ("w", "b"):
-                        key = f"{s}_{tgt}_{p}_{suffix}"
-                        mu, sd = self.mu[key], softplus(self.rho[key])
-                        a = self.log_A[f"{s}_{tgt}_{p}"].exp()
-                        ws.append(mu + sd * torch.randn_like(mu))
-                        kl = kl + 0.5 * (a * (sd**2 + mu**2) - 1 - a.log() - 2 * sd.log()).sum()
-                    total = total + gammas[(s, tgt)][l] * ACT[p](values[s] @ ws[0] + ws[1])
-            values[node] = total
-        ll = -torch.nn.functional.cross_entropy(values["y"], y, reduction="sum") * (self.num_data / x.shape[0])
-        return -(ll - kl)
+def bnas_step(space: SearchSpace, device, dtype, num_data: int, lr: float = 1e-3):
+    """``(step(x, y), loss(x, y))`` of ``InnerLoop`` with a mean-field guide on ``space``."""
+    torch.manual_seed(0)
+    model = BayesianSupernet(space).to(device=device, dtype=dtype)
+    guide = MeanFieldGuide(model)
+    loop = InnerLoop(model, guide, Coefficients(), lr=lr)
+    return (lambda x, y: loop.step(x, y, num_data),
+            lambda x, y: loop.elbo.differentiable_loss(model, guide, x, y, num_data))
 
 
-def time_steps(step, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def compare(space, sizes, edges, batch, device, dtype, args) -> dict:
+    """Time the three steps on one batch; returns the per-step times and ratios."""
+    gen = torch.Generator().manual_seed(1)
+    n_in, n_out = sizes[next(iter(sizes))], sizes[list(sizes)[-1]]
+    x = torch.randn(batch, n_in, generator=gen).to(device, dtype)
+    y = torch.randint(0, n_out, (batch,), generator=gen).to(device)
+    ours, ours_loss = bnas_step(space, device, dtype, NUM_DATA)
+    lean = LeanBayesStep(sizes, edges, NUM_DATA, device=device, dtype=dtype)
+    darts = LeanDartsStep(sizes, edges, device=device, dtype=dtype)
+    times = interleaved({"bnas": lambda: ours(x, y), "lean": lambda: lean.step(x, y),
+                         "darts": lambda: darts.step(x, y)}, device, rounds=args.rounds,
+                        block=args.block, warmup=args.warmup, clock=args.clock)
+    saved = {"bnas": saved_for_backward(lambda: ours_loss(x, y)),
+             "lean": saved_for_backward(lambda: lean.loss(x, y)),
+             "darts": saved_for_backward(lambda: darts.loss(x, y))}
+    return {"times": {k: median(v) for k, v in times.items()},
+            "bnas/lean": ratio(times, "bnas", "lean"), "bnas/darts": ratio(times, "bnas", "darts"),
+            "lean/darts": ratio(times, "lean", "darts"), "saved": saved}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--batches", default="32,256,1024")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                        help="process CPU time (default on cpu) or wall time (default on cuda)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    num_data = 1437
-    x = torch.randn(args.batch, 64)
-    y = torch.randint(0, 10, (args.batch,))
-
-    model = BayesianSupernet(make_space())
-    guide = MeanFieldGuide(model)
-    loop = InnerLoop(model, guide, Coefficients(), lr=1e-3)
-    ours = lambda: loop.step(x, y, num_data)  # noqa: E731
-
-    hand = HandWritten(num_data)
-    opt = torch.optim.Adam(list(hand.mu.parameters()) + list(hand.rho.parameters()) + list(hand.q_logits.parameters()), lr=1e-3)
-
-    def baseline():
-        opt.zero_grad(set_to_none=True)
-        hand.loss(x, y).backward()
-        opt.step()
-
-    # interleave the two measurements so drift in machine load affects both alike
-    t_base, t_ours = [], []
-    for _ in range(3):
-        t_base.append(time_steps(baseline, args.warmup, args.steps // 3))
-        t_ours.append(time_steps(ours, args.warmup, args.steps // 3))
-    base, mine = statistics.median(t_base), statistics.median(t_ours)
-    print(f"parameters: {model.layout.num_parameters}, batch {args.batch}, threads {torch.get_num_threads()}")
-    print(f"hand-written PyTorch step: {base * 1e3:.3f} ms (median)")
-    print(f"bnas-pyro MeanFieldGuide step: {mine * 1e3:.3f} ms (median)")
-    print(f"ratio ours / baseline: {mine / base:.2f}  (target <= 1.5)")
+    device = resolve_device(args.device)
+    if device is None:
+        return
+    args.clock = clock_for(device, args.clock)
+    dtype = getattr(torch, args.dtype)
+    space = make_space()
+    edges = [(s, t, PRIMS) for s, t in EDGES]
+    print(f"supernet: 4 edges x {PRIMS}, {BayesianSupernet(space).layout.num_parameters} weights; "
+          f"device {device}, {args.dtype}, clock {args.clock}, {args.rounds} rounds of {args.block} steps")
+    print(f"{'threads':>7} {'batch':>6} {'bnas ms':>8} {'lean ms':>8} {'darts ms':>8} "
+          f"{'ratio bnas/lean':>16} {'ratio bnas/darts':>17} {'lean/darts':>10} {'saved MiB b/l/d':>18}")
+    worst = 0.0
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for batch in [int(b) for b in args.batches.split(",")]:
+            r = compare(space, SIZES, edges, batch, device, dtype, args)
+            t, s = r["times"], r["saved"]
+            worst = max(worst, r["bnas/lean"])
+            print(f"{threads:>7} {batch:>6} {t['bnas'] * 1e3:>8.3f} {t['lean'] * 1e3:>8.3f} "
+                  f"{t['darts'] * 1e3:>8.3f} {r['bnas/lean']:>16.2f} {r['bnas/darts']:>17.2f} "
+                  f"{r['lean/darts']:>10.2f} "
+                  f"{s['bnas'] / 2**20:>6.2f}/{s['lean'] / 2**20:.2f}/{s['darts'] / 2**20:.2f}")
+    verdict = "OK" if worst <= TARGET_LEAN else ("first bar" if worst <= FIRST_BAR else "ABOVE TARGET")
+    print(f"worst ratio bnas/lean: {worst:.2f} (target <= {TARGET_LEAN}, first bar {FIRST_BAR}): {verdict}")
 
 
 if __name__ == "__main__":

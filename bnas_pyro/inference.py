@@ -103,6 +103,7 @@ class InnerLoop:
         self.elbo = ScaledELBO(self.coefficients, num_particles=self.num_particles)
         self.set_coefficients(self.coefficients)
         self.optimizer = None  # built at the first step: Pyro autoguides create parameters lazily
+        self._differentiated: list[Tensor] = []
 
     def _build_optimizer(self, x: Tensor, y: Tensor | None, num_data: int | None):
         materialise_guide(self.guide, x, y, num_data)
@@ -110,6 +111,8 @@ class InnerLoop:
         if self.train_hyperparameters:
             groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
                            "lr": self.hyper_lr if self.hyper_lr is not None else self.lr})
+        # what the step differentiates: the optimised tensors only (h is left alone unless trained)
+        self._differentiated = [p for group in groups for p in group["params"]]
         return wrap_for_guide(self.guide, self.optimizer_factory(groups))
 
     def set_coefficients(self, coefficients: Coefficients) -> None:
@@ -126,7 +129,10 @@ class InnerLoop:
         loss = self.elbo.differentiable_loss(self.model, self.guide, x, y, num_data)
         if self.train_hyperparameters and hasattr(self.model, "log_hyperprior"):
             loss = loss - self.model.log_hyperprior()  # h maximises L + log p(h)
-        loss.backward()
+        if self._differentiated:
+            loss.backward(inputs=self._differentiated)
+        else:
+            loss.backward()
         self.optimizer.step()
         value = -float(loss.detach())
         self.history.append(value)

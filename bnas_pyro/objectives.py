@@ -20,9 +20,10 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, Normal, kl_divergence
 
 from bnas_pyro import distributions as _registers_kl  # noqa: F401  (KL registrations)
 from bnas_pyro.coefficients import Coefficients
@@ -88,12 +89,82 @@ def _site_kl(q, p, value: Tensor) -> Tensor:
     return q.log_prob(value) - p.log_prob(value)  # Monte Carlo with the reparameterised sample
 
 
+def supports_fused_terms(model, guide) -> bool:
+    """Whether :func:`fused_terms` applies: model and guide both opt in, and no Pyro effect
+    handler is active (a handler, e.g. ``poutine.condition`` or ``poutine.scale``, would change
+    what the Pyro path computes, so it keeps the Pyro path)."""
+    if _PYRO_STACK:
+        return False
+    m, g = getattr(model, "supports_fused_terms", None), getattr(guide, "supports_fused_terms", None)
+    return m is not None and g is not None and bool(m()) and bool(g())
+
+
+def fused_terms(model, guide, x: Tensor, y: Tensor, num_data: int | None = None) -> ElboTerms:
+    """One Monte Carlo draw of :class:`ElboTerms` without a Pyro trace (the fast path).
+
+    The same computation as :func:`trace_terms` for model/guide pairs that opt in, with the same
+    random draws for the same random state: q(Gamma) first (one ``rand(K_e)`` per edge, in edge
+    order), then W ~ q(W | Gamma); the weight KL through the same (analytic where torch has it)
+    KL functions; the structure KL log q - log p at the draw (METHOD.md section 3).
+
+    The protocol (duck-typed, so any guide can opt in):
+
+    - guide: ``supports_fused_terms() -> bool``; ``fused_structure() -> (log_gamma, log_q)``,
+      a reparameterised draw of log gamma per group (edge, primitive), shape ``(num_groups,)``
+      with 0 on single-primitive edges (the order of ``model.hyper.structure_logits``), and
+      log q(Gamma) at it; ``fused_weight_distribution(log_gamma)``, q(W | Gamma) as a torch
+      distribution with ``rsample`` and event shape ``(P,)``.
+    - model: ``supports_fused_terms() -> bool``; ``fused_structure_log_prior(log_gamma)``;
+      ``fused_normalise(log_gamma)`` (what the model does to the draw before using it);
+      ``fused_weight_prior(log_gamma)``, p(W | Gamma, h) as a torch distribution;
+      ``fused_weight_log_precision()``, log A per parameter when p(W | h) = N(0, A^{-1}) does
+      not depend on Gamma (else ``None``; the KL against a diagonal Normal q is then the closed
+      form, without building p); ``fused_log_likelihood(weights, log_gamma, x, y, num_data)``
+      (scaled to the full data).
+    """
+    log_gamma, log_q = guide.fused_structure()
+    kl_s = log_q - model.fused_structure_log_prior(log_gamma)
+    q_w = guide.fused_weight_distribution(log_gamma)
+    weights = q_w.rsample()
+    normalised = model.fused_normalise(log_gamma)
+    kl_w = _diagonal_gaussian_kl(q_w, model.fused_weight_log_precision())
+    if kl_w is None:
+        kl_w = _site_kl(q_w, model.fused_weight_prior(normalised), weights).sum()
+    log_lik = model.fused_log_likelihood(weights, normalised, x, y, num_data)
+    return ElboTerms(log_lik, kl_w, kl_s)
+
+
+def _diagonal_gaussian_kl(q, log_precision: Tensor | None) -> Tensor | None:
+    """KL(N(mu, diag s^2) || N(0, A^{-1})) = 1/2 sum(A s^2 + A mu^2 - 1 - ln A - ln s^2)
+    (METHOD.md section 3) for a diagonal Normal q and a prior given by log A per parameter;
+    ``None`` for any other pair."""
+    if (log_precision is None or not isinstance(q, Independent)
+            or not isinstance(q.base_dist, Normal) or q.reinterpreted_batch_ndims != 1
+            or q.base_dist.loc.shape != log_precision.shape):
+        return None
+    mu, s = q.base_dist.loc, q.base_dist.scale
+    var = s * s
+    return 0.5 * (log_precision.exp() * (var + mu * mu) - 1 - log_precision - var.log()).sum()
+
+
 def trace_terms(model, guide, *args, **kwargs) -> ElboTerms:
     """One Monte Carlo draw of :class:`ElboTerms`: trace the guide, replay the model.
 
     Pyro's scale (``plate`` subsampling, ``poutine.scale``) and mask apply to every site, observed
-    or latent, as in :class:`pyro.infer.TraceMeanField_ELBO`.
+    or latent, as in :class:`pyro.infer.TraceMeanField_ELBO`.  Model/guide pairs that opt in
+    (:func:`supports_fused_terms`: the built-in model with the built-in mean-field, full-rank
+    and Delta guides) go through :func:`fused_terms` instead, the same draw without the trace;
+    :func:`pyro_trace_terms` is always the Pyro path.
     """
+    if args and len(args) <= 3 and not kwargs and supports_fused_terms(model, guide):
+        x, y, n = (tuple(args) + (None, None))[:3]
+        if y is not None:
+            return fused_terms(model, guide, x, y, n)
+    return pyro_trace_terms(model, guide, *args, **kwargs)
+
+
+def pyro_trace_terms(model, guide, *args, **kwargs) -> ElboTerms:
+    """:func:`trace_terms` through Pyro's trace of the guide and replay of the model, always."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     log_lik = kl_w = kl_s = None
@@ -174,4 +245,5 @@ def outer_objective(terms: ElboTerms, c: Coefficients, model,
     return q
 
 
-__all__ = ["ElboTerms", "ScaledELBO", "estimate_elbo", "outer_objective", "trace_terms"]
+__all__ = ["ElboTerms", "ScaledELBO", "estimate_elbo", "fused_terms", "outer_objective",
+           "pyro_trace_terms", "supports_fused_terms", "trace_terms"]

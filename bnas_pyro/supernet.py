@@ -5,7 +5,8 @@
 All parameters W of all (edge, primitive) pairs live in one flat vector of length
 :attr:`ParameterLayout.num_parameters`; :class:`ParameterLayout` says where each pair's
 tensors sit and which *group* g = (edge, primitive) each scalar belongs to.  The cost of a
-forward pass is one call per (edge, primitive) pair: linear in their number.
+forward pass is linear in the number of (edge, primitive) pairs; the built-in dense primitives
+of all edges leaving a node are fused into one matmul (see :class:`Supernet`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from bnas_pyro.primitives.dense import Affine, Identity, Linear, ReluLinear, TanhLinear
 from bnas_pyro.search_space import SearchSpace
 
 
@@ -86,11 +88,49 @@ class ParameterLayout:
                 for s in self.slots_of(edge, primitive)}
 
 
+def _fusable(prim) -> bool:
+    """Affine primitives whose computation the supernet may fuse: exactly ``act(x W + b)``."""
+    return (type(prim) in _FUSED_ACTIVATIONS and prim.bias
+            and type(prim).forward is Affine.forward)
+
+
+#: the built-in affine primitives and their activation (``None``: the identity)
+_FUSED_ACTIVATIONS = {Linear: None, TanhLinear: torch.tanh, ReluLinear: torch.relu}
+
+
+class _Block:
+    """The pairs of one source node with one output width, mixed by one matmul.
+
+    Rows of the fused pre-activation ``z^T`` (features x batch) hold the affine pairs ordered by
+    activation then (edge, primitive); ``kinds`` lists ``(activation, first row, last row)``.
+    ``identities`` identity pairs follow.  ``groups[i]`` is the gamma group of block ``i`` and
+    ``targets[i]`` the position of its target node in ``target_nodes``; the mixture is
+    ``G @ blocks`` with ``G[targets[i], i] = gamma[groups[i]]``.
+    """
+
+    def __init__(self, width, kinds, identities, groups, target_nodes, targets):
+        self.width = width
+        self.kinds = kinds
+        self.identities = identities
+        self.groups = torch.tensor(groups, dtype=torch.long)
+        self.target_nodes = target_nodes
+        self.targets = torch.tensor(targets, dtype=torch.long)
+        self.positions = torch.arange(len(groups))
+
+
 class Supernet(nn.Module):
     """Computes the output node f_out(x) for flat weights W and per-edge mixing weights gamma.
 
     ``gammas[e]`` is a tensor of shape ``(K_e,)`` on the simplex, or ``None`` for an edge with a
     single primitive (gamma = 1).  ``x`` has shape ``(batch, *input_size)``.
+
+    Vector nodes are held feature-major (``(features, batch)``).  The built-in affine primitives
+    (``linear``, ``tanh``, ``relu``) of all edges leaving one node are fused into one matmul
+    ``[W ...]^T h^T + [b ...]``, each activation is applied once over all of them, and the
+    mixtures sum_l gamma_l g_l of all target nodes are one matmul ``G @ [g_l(h)]`` with the gammas
+    in ``G``; ``identity`` joins that sum and ``zero`` costs nothing.  Any other primitive is
+    called on its own.  The cost stays linear in the number of (edge, primitive) pairs, with a
+    few tensor operations per node instead of a few per pair.
     """
 
     def __init__(self, space: SearchSpace):
@@ -98,38 +138,144 @@ class Supernet(nn.Module):
         self.space = space
         self.layout = ParameterLayout(space)
         self.register_buffer("group_index", self.layout.group_index, persistent=False)
-        # precomputed plan: for every non-input node, its incoming (edge, source, primitive calls)
-        self._plan = []
+        layout = self.layout
+        slot_number = {(s.edge, s.primitive, s.name): i for i, s in enumerate(layout.slots)}
+        self._slot_sizes = [s.size for s in layout.slots]
+        self._slot_shapes = [s.shape for s in layout.slots]
+        self._vector = {n: isinstance(space.nodes[n], int) for n in space.order}
+        # the plan, per node: the primitive calls into it that are not fused, and the fused
+        # computation of the edges leaving it
+        self._generic: dict[str, list] = {n: [] for n in space.order}
+        self._fused: dict[str, tuple] = {}
+        self._kind_rows: dict[str, list[int]] = {}
         for node in space.order:
-            if node == space.input:
-                continue
-            calls = []
-            for e in space.incoming(node):
-                edge = space.edges[e]
+            pairs = []   # (width, 0 affine | 1 identity, edge, primitive, prim, group)
+            for e, edge in enumerate(space.edges):
+                if edge.source != node:
+                    continue
+                vector = self._vector[edge.source] and self._vector[edge.target]
                 for l, prim in enumerate(space.primitive_instances[e]):
                     if prim.is_zero:
                         continue
-                    slots = tuple((s.name, s.start, s.stop, s.shape)
-                                  for s in self.layout.slots_of(e, l))
-                    calls.append((e, edge.source, l, prim, slots))
-            self._plan.append((node, calls))
+                    g = layout.group_offsets[e] + l
+                    if vector and _fusable(prim):
+                        pairs.append((prim.out_features, 0, e, l, prim, g))
+                    elif vector and type(prim) is Identity:
+                        pairs.append((prim.out_features, 1, e, l, prim, g))
+                    else:
+                        slots = [slot_number[(e, l, name)] for name in prim.parameter_shapes]
+                        self._generic[edge.target].append((edge.source, prim, slots, g))
+            if not pairs:
+                continue
+            blocks, weight_slots, bias_slots, rows = [], [], [], 0
+            for width in sorted({p[0] for p in pairs}):
+                mine = [p for p in pairs if p[0] == width]
+                kinds, order = [], []
+                for act in _FUSED_ACTIVATIONS.values():
+                    members = [p for p in mine if p[1] == 0 and _FUSED_ACTIVATIONS[type(p[4])] is act]
+                    if members:
+                        kinds.append((act, rows, rows + width * len(members)))
+                        rows += width * len(members)
+                        order += members
+                        weight_slots += [slot_number[(p[2], p[3], "weight")] for p in members]
+                        bias_slots += [slot_number[(p[2], p[3], "bias")] for p in members]
+                identities = [p for p in mine if p[1] == 1]
+                order += identities
+                target_nodes: list[str] = []
+                for p in order:
+                    if space.edges[p[2]].target not in target_nodes:
+                        target_nodes.append(space.edges[p[2]].target)
+                blocks.append(_Block(width, kinds, len(identities), [p[5] for p in order],
+                                     target_nodes,
+                                     [target_nodes.index(space.edges[p[2]].target) for p in order]))
+            self._fused[node] = (blocks, weight_slots, bias_slots)
+            self._kind_rows[node] = [b_ - a for block in blocks for _, a, b_ in block.kinds]
+        for b, block in enumerate(self._all_blocks()):   # so that .to(device) moves them
+            self.register_buffer(f"_block_groups_{b}", block.groups, persistent=False)
+            self.register_buffer(f"_block_targets_{b}", block.targets, persistent=False)
+            self.register_buffer(f"_block_positions_{b}", block.positions, persistent=False)
+
+    def _all_blocks(self):
+        for blocks, *_ in self._fused.values():
+            yield from blocks
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        for b, block in enumerate(self._all_blocks()):
+            block.groups = getattr(self, f"_block_groups_{b}")
+            block.targets = getattr(self, f"_block_targets_{b}")
+            block.positions = getattr(self, f"_block_positions_{b}")
+        return out
 
     @property
     def num_parameters(self) -> int:
         return self.layout.num_parameters
 
+    def group_gammas(self, gammas: Sequence[Tensor | None], like: Tensor) -> Tensor:
+        """gamma per group (edge, primitive), shape ``(num_groups,)``: 1 on single-primitive edges."""
+        one = like.new_ones(1)
+        return torch.cat([one if g is None else g.reshape(-1) for g in gammas])
+
     def forward(self, x: Tensor, weights: Tensor, gammas: Sequence[Tensor | None]) -> Tensor:
-        values = {self.space.input: x}
-        for node, calls in self._plan:
-            total = None
-            for e, source, l, prim, slots in calls:
-                params = {name: weights[a:b].view(shape) for name, a, b, shape in slots}
-                out = prim(values[source], params)
-                gamma = gammas[e]
-                if gamma is not None:
-                    out = gamma[l] * out
-                total = out if total is None else total + out
-            if total is None:  # every incoming primitive is "zero"
-                total = x.new_zeros(x.shape[:1] + self.space.node_shape(node))
-            values[node] = total
-        return values[self.space.output]
+        return self.forward_groups(x, weights, self.group_gammas(gammas, weights))
+
+    def forward_groups(self, x: Tensor, weights: Tensor, gamma: Tensor) -> Tensor:
+        """f_out(x) with ``gamma`` given per group (edge, primitive), shape ``(num_groups,)``."""
+        space = self.space
+        if weights.dim() != 1 or x.dim() != 1 + len(space.node_shape(space.input)):
+            raise ValueError(f"the supernet takes flat weights (P,) and a batch x of shape (batch, "
+                             f"{', '.join(map(str, space.node_shape(space.input)))}), got weights "
+                             f"{tuple(weights.shape)} and x {tuple(x.shape)}")
+        pieces = weights.split(self._slot_sizes) if self._slot_sizes else ()
+        batch = x.shape[0]
+        totals: dict[str, list[Tensor]] = {}
+        values: dict[str, Tensor] = {}   # vector nodes feature-major (features, batch)
+        for node in space.order:
+            vector = self._vector[node]
+            if node == space.input:
+                h = x.t() if vector else x
+            else:
+                parts = totals.pop(node, [])
+                for source, prim, slots, g in self._generic[node]:
+                    params = {name: pieces[i].view(self._slot_shapes[i])
+                              for name, i in zip(prim.parameter_shapes, slots)}
+                    inp = values[source].t() if self._vector[source] else values[source]
+                    out = gamma[g] * prim(inp, params)
+                    parts.append(out.t() if vector else out)
+                if not parts:   # every incoming primitive is "zero"
+                    shape = space.node_shape(node)
+                    h = x.new_zeros(shape + (batch,) if vector else (batch,) + shape)
+                else:
+                    h = parts[0]
+                    for p in parts[1:]:
+                        h = h + p
+            values[node] = h
+            plan = self._fused.get(node)
+            if plan is None:
+                continue
+            blocks, weight_slots, bias_slots = plan
+            z = None
+            if weight_slots:
+                w = torch.cat([pieces[i].view(self._slot_shapes[i]) for i in weight_slots], 1)
+                b = torch.cat([pieces[i] for i in bias_slots]).unsqueeze(1)
+                z = torch.addmm(b, w.t(), h)            # (rows, batch)
+            # split, not slices: one backward node for all parts (a slice's backward fills a
+            # zero tensor of the whole size)
+            z_parts = iter(() if z is None else z.split(self._kind_rows[node]))
+            for block in blocks:
+                outs = [next(z_parts) for _ in block.kinds]
+                outs = [o if act is None else act(o) for o, (act, _, _) in zip(outs, block.kinds)]
+                outs += [h] * block.identities
+                n = len(block.groups)
+                mixed = (outs[0] if len(outs) == 1 else torch.cat(outs)).view(n, -1)
+                g = gamma[block.groups]
+                if len(block.target_nodes) == 1:
+                    G = g.view(1, n)
+                else:
+                    G = g.new_zeros(len(block.target_nodes), n).index_put(
+                        (block.targets, block.positions), g)
+                summed = (G @ mixed).view(len(block.target_nodes), block.width, batch)
+                for target, part in zip(block.target_nodes, summed.unbind(0)):
+                    totals.setdefault(target, []).append(part)
+        out = values[space.output]
+        return out.t() if self._vector[space.output] else out

@@ -31,6 +31,16 @@ class DeltaGuide(nn.Module):
         self.structure = ConcreteStructureGuide(model, temperature, learn_temperature, init_logits)
         self.loc = nn.Parameter(initial_locations(model, init_loc, generator))
 
+    def supports_fused_terms(self) -> bool:
+        """Opt-in to :func:`bnas_pyro.objectives.fused_terms` (see ``MeanFieldGuide``)."""
+        return type(self).forward is DeltaGuide.forward and self.structure.supports_fused_terms()
+
+    def fused_structure(self) -> tuple[Tensor, Tensor]:
+        return self.structure.fused_sample()
+
+    def fused_weight_distribution(self, log_gamma: Tensor):
+        return dist.Delta(self.loc, event_dim=1, validate_args=False)
+
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
         self.structure.sample()
         pyro.sample(WEIGHT_SITE, dist.Delta(self.loc, event_dim=1))

@@ -43,6 +43,16 @@ class FullRankGuide(nn.Module):
     def scale_tril(self) -> Tensor:
         return self.offdiag.tril(-1) + torch.diag_embed(softplus(self.diag_unconstrained))
 
+    def supports_fused_terms(self) -> bool:
+        """Opt-in to :func:`bnas_pyro.objectives.fused_terms` (see ``MeanFieldGuide``)."""
+        return type(self).forward is FullRankGuide.forward and self.structure.supports_fused_terms()
+
+    def fused_structure(self) -> tuple[Tensor, Tensor]:
+        return self.structure.fused_sample()
+
+    def fused_weight_distribution(self, log_gamma: Tensor):
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril, validate_args=False)
+
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
         self.structure.sample()
         pyro.sample(WEIGHT_SITE, dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril))

@@ -72,6 +72,24 @@ class MeanFieldGuide(nn.Module):
                                          log_gamma_per_parameter(self.model, log_gammas))
         return dist.Normal(self.loc, self.scale).to_event(1)
 
+    def supports_fused_terms(self) -> bool:
+        """Opt-in to :func:`bnas_pyro.objectives.fused_terms` (the fast path of the ELBO terms);
+        a subclass that changes what the guide samples keeps the Pyro path."""
+        return (all(getattr(type(self), n) is getattr(MeanFieldGuide, n)
+                    for n in ("forward", "weight_distribution"))
+                and self.structure.supports_fused_terms())
+
+    def fused_structure(self) -> tuple[Tensor, Tensor]:
+        return self.structure.fused_sample()
+
+    def fused_weight_distribution(self, log_gamma: Tensor):
+        """:meth:`weight_distribution` with log gamma per group (edge, primitive), unvalidated."""
+        if self.couples_weights_to_structure:
+            return StructureScaledNormal(self.loc, self.scale,
+                                         log_gamma.index_select(0, self.model.supernet.group_index),
+                                         validate_args=False)
+        return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
+
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
         log_gammas = self.structure.sample()
         pyro.sample(WEIGHT_SITE, self.weight_distribution(log_gammas))

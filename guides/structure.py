@@ -74,6 +74,19 @@ class ConcreteStructureGuide(nn.Module):
         return {structure_site(e.name): v for e, v in zip(self.model.space.edges, self.sample())
                 if v is not None}
 
+    def supports_fused_terms(self) -> bool:
+        """Whether :meth:`fused_sample` draws what :meth:`sample` draws (not in a subclass)."""
+        return all(getattr(type(self), n) is getattr(ConcreteStructureGuide, n)
+                   for n in ("sample", "distribution", "edge_logits"))
+
+    def fused_sample(self) -> tuple[Tensor, Tensor]:
+        """``(log gamma per group, log q(Gamma))``: every edge's draw at once, the same draws as
+        :meth:`sample` for the same random state (``model.structure_groups``)."""
+        groups = self.model.structure_groups
+        t = torch.as_tensor(self.temperature(), dtype=self.logits.dtype, device=self.logits.device)
+        value = groups.rsample(self.logits, t)
+        return value, groups.log_prob(value, self.logits, t)
+
     def probabilities(self) -> list[Tensor]:
         """P_q(argmax gamma^e = l) = softmax(s_q^e)_l for every edge (METHOD.md section 2)."""
         return [torch.softmax(self.edge_logits(e), -1) for e in range(len(self.edge_sizes))]

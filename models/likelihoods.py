@@ -16,6 +16,10 @@ from .protocol import SupernetModel
 OBS_SITE = "obs"
 
 
+def _not_overridden(obj, base, *names: str) -> bool:
+    return all(getattr(type(obj), n) is getattr(base, n) for n in names)
+
+
 class Likelihood:
     """Base class: ``distribution(model, f)`` per data point; ``__call__`` adds the plate."""
 
@@ -37,6 +41,18 @@ class Likelihood:
         with pyro.plate("data", size=size, subsample=subsample):
             return pyro.sample(OBS_SITE, self.distribution(model, f), obs=y)
 
+    def supports_fused_terms(self) -> bool:
+        """Whether :meth:`fused_log_likelihood` computes what ``__call__`` observes: the built-in
+        likelihoods, not subclasses that change them."""
+        return False
+
+    def fused_log_likelihood(self, model: SupernetModel, f: Tensor, y: Tensor,
+                             num_data: int | None = None) -> Tensor:
+        """sum_i log p(y_i | f(x_i)) scaled by num_data / batch (the plate's scale)."""
+        batch = f.shape[0]
+        scale = 1.0 if num_data is None else int(num_data) / batch
+        return self.distribution(model, f).log_prob(y).sum() * scale
+
     def log_prob(self, model: SupernetModel, f: Tensor, y: Tensor) -> Tensor:
         """Pointwise log p(y_i | f(x_i)), shape ``(batch,)``."""
         return self.distribution(model, f).log_prob(y)
@@ -47,6 +63,13 @@ class CategoricalLikelihood(Likelihood):
 
     def distribution(self, model, f):
         return dist.Categorical(logits=f)
+
+    def supports_fused_terms(self) -> bool:
+        return _not_overridden(self, CategoricalLikelihood, "__call__", "distribution")
+
+    def fused_log_likelihood(self, model, f, y, num_data=None):
+        scale = 1.0 if num_data is None else int(num_data) / f.shape[0]
+        return torch.nn.functional.cross_entropy(f, y, reduction="sum") * -scale
 
     def check_targets(self, y, output_size):
         if y.dtype.is_floating_point:
@@ -73,6 +96,17 @@ class NormalLikelihood(Likelihood):
         if f.dim() == 2 and f.shape[-1] == 1:
             return dist.Normal(f.squeeze(-1), scale)
         return dist.Normal(f, scale).to_event(f.dim() - 1)
+
+    def supports_fused_terms(self) -> bool:
+        return _not_overridden(self, NormalLikelihood, "__call__", "distribution")
+
+    def fused_log_likelihood(self, model, f, y, num_data=None):
+        scale = model.hyper.log_noise_precision.mul(-0.5).exp()
+        if f.dim() == 2 and f.shape[-1] == 1:
+            f = f.squeeze(-1)
+        lp = dist.Normal(f, scale, validate_args=False).log_prob(y)
+        factor = 1.0 if num_data is None else int(num_data) / f.shape[0]
+        return lp.sum() * factor
 
     def check_targets(self, y, output_size):
         if not y.dtype.is_floating_point:

@@ -18,6 +18,7 @@ import math
 import pyro
 import torch
 from torch import Tensor
+from torch.distributions.utils import clamp_probs
 
 from bnas_pyro.distributions import ExpRelaxedCategorical
 
@@ -57,6 +58,103 @@ def concrete_log_density(gamma_log: Tensor, logits: Tensor, temperature: "float 
             - K * (log_s - t * gamma_log).logsumexp(-1))
 
 
+class ConcreteGroups:
+    """Every edge's Concrete (log space) at once: edges grouped by their number of primitives K.
+
+    Values and logits are vectors over the groups (edge, primitive) (length ``sum_e K_e``, the
+    layout of ``hyper.structure_logits``; single-primitive edges hold log gamma = 0).  The
+    formulas are those of ``ExpRelaxedCategorical`` (METHOD.md section 2), row by row:
+
+        log gamma = log_softmax((log_softmax(s) + G) / t),  G = -log(-log U),  U ~ U(0, 1)
+        log p(log gamma) = lgamma(K) + (K - 1) log t + sum_l (s'_l - t log gamma_l)
+                           - K logsumexp_l (s'_l - t log gamma_l),   s' = log_softmax(s)
+
+    :meth:`rsample` draws one ``torch.rand(K_e)`` per edge in edge order, exactly the draws of
+    the per-edge Pyro sites, so both give the same sample for the same random state.
+    """
+
+    def __init__(self, edge_sizes):
+        self.edge_sizes = [int(k) for k in edge_sizes]
+        self.num_groups = sum(self.edge_sizes)
+        starts = [sum(self.edge_sizes[:e]) for e in range(len(self.edge_sizes))]
+        self.multi = [k for k in self.edge_sizes if k > 1]
+        rows: dict[int, tuple[list, list]] = {}
+        drawn = 0
+        for start, k in zip(starts, self.edge_sizes):
+            if k == 1:
+                continue
+            groups, noise = rows.setdefault(k, ([], []))
+            groups.append(list(range(start, start + k)))
+            noise.append(list(range(drawn, drawn + k)))
+            drawn += k
+        self._rows = {k: (torch.tensor(g), torch.tensor(n)) for k, (g, n) in rows.items()}
+        self._on: dict[torch.device, list] = {}
+
+    def __getstate__(self):   # the per-device index cache and the last draw are not state
+        state = dict(self.__dict__)
+        state["_on"] = {}
+        state.pop("_last", None)
+        return state
+
+    def _index(self, device: torch.device):
+        if device not in self._on:
+            self._on[device] = [(k, g.to(device), n.to(device), g.reshape(-1).to(device))
+                                for k, (g, n) in self._rows.items()]
+        return self._on[device]
+
+    def _assemble(self, like: Tensor, rows: list[Tensor]) -> Tensor:
+        """The vector over the groups from the per-K row matrices (0 on single-primitive edges);
+        remembers the rows of the last vector made, so that reading it back costs no gather."""
+        index = self._index(like.device)
+        if len(index) == 1 and index[0][3].numel() == self.num_groups:   # every edge has one K
+            value = rows[0].reshape(-1)
+        else:
+            value = like.new_zeros(self.num_groups)
+            for (_, _, _, flat), r in zip(index, rows):
+                value = value.index_put((flat,), r.reshape(-1))
+        self._last = (value, rows)
+        return value
+
+    def rows(self, value: Tensor) -> list[Tensor]:
+        """The per-K row matrices ``(E_k, K)`` of a vector over the groups."""
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is value:
+            return last[1]
+        return [value[groups] for _, groups, _, _ in self._index(value.device)]
+
+    def rsample(self, logits: Tensor, temperature: Tensor) -> Tensor:
+        """A reparameterised draw of log gamma for every edge, as a vector over the groups."""
+        if not self.multi:
+            return logits.new_zeros(self.num_groups)
+        u = clamp_probs(torch.cat([torch.rand(k, dtype=logits.dtype, device=logits.device)
+                                   for k in self.multi]))
+        rows = []
+        for _, groups, noise, _ in self._index(logits.device):
+            gumbels = -((-(u[noise].log())).log())
+            rows.append(((logits[groups].log_softmax(-1) + gumbels) / temperature).log_softmax(-1))
+        return self._assemble(logits, rows)
+
+    def log_prob(self, value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
+        """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
+        total = value.new_zeros(())
+        index = self._index(value.device)
+        for (k, groups, _, _), v in zip(index, self.rows(value)):
+            log_scale = math.lgamma(k) + (k - 1) * temperature.log()
+            score = logits[groups].log_softmax(-1) - v.mul(temperature)
+            total = total + score.log_softmax(-1).sum() + len(groups) * log_scale
+        return total
+
+    def normalise(self, value: Tensor) -> Tensor:
+        """log gamma - logsumexp(log gamma) on every edge (so that gamma is on the simplex)."""
+        if not self.multi:
+            return value
+        return self._assemble(value, [v.log_softmax(-1) for v in self.rows(value)])
+
+
+def _not_overridden(obj, base, *names: str) -> bool:
+    return all(getattr(type(obj), n) is getattr(base, n) for n in names)
+
+
 class ConcreteStructurePrior:
     """p(Gamma | m, c_temp) = prod_{edges} Concrete(gamma^{e}; m^{e}, c_temp).
 
@@ -76,6 +174,17 @@ class ConcreteStructurePrior:
                                           concrete(model.hyper.logits(e), t),
                                           infer=dict(STRUCTURE_ROLE)))
         return log_gammas
+
+    def supports_fused_terms(self) -> bool:
+        """Whether :meth:`fused_log_prob` computes what :meth:`__call__` samples (not so in a
+        subclass that changes the prior)."""
+        return _not_overridden(self, ConcreteStructurePrior, "__call__")
+
+    def fused_log_prob(self, model: SupernetModel, value: Tensor, groups: ConcreteGroups) -> Tensor:
+        """log p(Gamma | m, c_temp) at ``value`` (log gamma per group), summed over the edges."""
+        logits = model.hyper.structure_logits
+        t = torch.as_tensor(model.temperature, dtype=logits.dtype, device=logits.device)
+        return groups.log_prob(value, logits, t)
 
     def distributions(self, model: SupernetModel) -> dict[str, ExpRelaxedCategorical]:
         """The per-edge prior distributions (log space), keyed by site name."""

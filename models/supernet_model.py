@@ -21,7 +21,7 @@ from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.supernet import Supernet
 
 from .likelihoods import CategoricalLikelihood, Likelihood
-from .structure_priors import ConcreteStructurePrior, check_temperature
+from .structure_priors import ConcreteGroups, ConcreteStructurePrior, check_temperature
 from .weight_priors import GaussianWeightPrior
 
 StructurePrior = Callable[["BayesianSupernet"], Sequence["Tensor | None"]]
@@ -66,6 +66,7 @@ class BayesianSupernet(PyroModule):
             noise_precision=self.likelihood.noise_precision,
             learn_noise_precision=self.likelihood.learn_noise_precision)
         self.temperature = temperature
+        self.structure_groups = ConcreteGroups(self.supernet.layout.edge_sizes)
 
     @property
     def temperature(self) -> float:
@@ -89,6 +90,37 @@ class BayesianSupernet(PyroModule):
         gammas = [None if lg is None else lg.exp() for lg in log_gammas]
         f = self.supernet(x, weights, gammas)
         return self.likelihood(self, f, y, num_data)
+
+    # ------------------------------------------------------------------ fused ELBO terms
+    def supports_fused_terms(self) -> bool:
+        """Whether :func:`bnas_pyro.objectives.fused_terms` may compute this model's ELBO terms
+        without a Pyro trace: the built-in structure prior, weight prior and likelihood (each
+        says so itself; a custom one, or a subclass changing ``forward``, keeps the Pyro path)."""
+        return (type(self).forward is BayesianSupernet.forward
+                and all(getattr(piece, "supports_fused_terms", lambda: False)()
+                        for piece in (self.structure_prior, self.weight_prior, self.likelihood)))
+
+    def fused_structure_log_prior(self, log_gamma: Tensor) -> Tensor:
+        """log p(Gamma | h) at log gamma given per group (edge, primitive), summed over edges."""
+        return self.structure_prior.fused_log_prob(self, log_gamma, self.structure_groups)
+
+    def fused_normalise(self, log_gamma: Tensor) -> Tensor:
+        """What :meth:`forward` does to a draw of log gamma (per group): back on the simplex."""
+        return self.structure_groups.normalise(log_gamma)
+
+    def fused_weight_prior(self, log_gamma: Tensor):
+        """p(W | Gamma, h) with log gamma (normalised) per group."""
+        return self.weight_prior.fused_distribution(self, log_gamma)
+
+    def fused_weight_log_precision(self) -> Tensor | None:
+        """log A per parameter when p(W | h) = N(0, A^{-1}) ignores Gamma, else ``None``."""
+        return self.weight_prior.fused_log_precision(self)
+
+    def fused_log_likelihood(self, weights: Tensor, log_gamma: Tensor, x: Tensor, y: Tensor,
+                             num_data: int | None) -> Tensor:
+        """log p(y | x, W, Gamma) of the minibatch, scaled to ``num_data``; log gamma normalised."""
+        f = self.supernet.forward_groups(x, weights, log_gamma.exp())
+        return self.likelihood.fused_log_likelihood(self, f, y, num_data)
 
     # ------------------------------------------------------------------ checks
     def check_data(self, x: Tensor, y: Tensor | None = None) -> None:

@@ -61,6 +61,31 @@ class GaussianWeightPrior:
                                          log_gamma_per_parameter(model, log_gammas))
         return dist.Normal(torch.zeros_like(scale), scale).to_event(1)
 
+    def supports_fused_terms(self) -> bool:
+        return all(getattr(type(self), n) is getattr(GaussianWeightPrior, n)
+                   for n in ("__call__", "distribution"))
+
+    def fused_distribution(self, model: SupernetModel, log_gamma: Tensor):
+        """:meth:`distribution` with log gamma given per group (edge, primitive), unvalidated."""
+        scale = model.hyper.precision_per_parameter().rsqrt()
+        if self.scaled:
+            return StructureScaledNormal(torch.zeros_like(scale), scale,
+                                         log_gamma.index_select(0, model.supernet.group_index),
+                                         validate_args=False)
+        return dist.Normal(torch.zeros_like(scale), scale, validate_args=False).to_event(1)
+
+    def fused_log_precision(self, model: SupernetModel) -> Tensor | None:
+        """log A per parameter for the plain prior N(0, A^{-1}); ``None`` when scaled by gamma."""
+        if self.scaled:
+            return None
+        hyper = model.hyper
+        log_a = hyper.log_precision
+        if hyper.precision_level == "group":
+            return log_a.index_select(0, hyper.group_index)   # faster than log_a[index]
+        if hyper.precision_level == "shared":
+            return log_a.expand(hyper.group_index.shape)
+        return log_a
+
     def __call__(self, model: SupernetModel, log_gammas: Sequence[Tensor | None]) -> Tensor:
         return pyro.sample(WEIGHT_SITE, self.distribution(model, log_gammas))
 

@@ -252,11 +252,11 @@ class BilevelSearch:
     def terms(self, theta: Mapping[str, Tensor] | None = None, batch: Batch | None = None) -> ElboTerms:
         """ElboTerms at theta (default: the guide's current parameters) on a batch."""
         x, y, n = batch if batch is not None else self.next_batch()
-        guide = self.guide if theta is None else _bind(self.guide, theta)
         with self._noise():
             total = None
             for _ in range(self.num_particles):
-                t = trace_terms(self.model, guide, x, y, n)
+                t = (trace_terms(self.model, self.guide, x, y, n) if theta is None
+                     else _terms_at(self.model, self.guide, theta, x, y, n))
                 total = t if total is None else total + t
         return total if self.num_particles == 1 else total / self.num_particles
 
@@ -559,3 +559,25 @@ def _bind(guide, theta: Mapping[str, Tensor]):
         return functional_call(guide, dict(theta), args, kwargs, strict=False)
 
     return bound
+
+
+class _TermsAt(torch.nn.Module):
+    """``trace_terms(model, guide, ...)`` as a module holding the guide, so that
+    ``functional_call`` can evaluate it at other guide parameters and ``trace_terms`` still sees
+    the guide itself (and its fast path)."""
+
+    def __init__(self, model, guide):
+        super().__init__()
+        self.guide = guide
+        object.__setattr__(self, "model", model)
+
+    def forward(self, *args):
+        return trace_terms(self.model, self.guide, *args)
+
+
+def _terms_at(model, guide, theta: Mapping[str, Tensor], *args) -> ElboTerms:
+    """One draw of the ElboTerms with the guide's parameters replaced by ``theta``."""
+    if not isinstance(guide, torch.nn.Module):
+        return trace_terms(model, _bind(guide, theta), *args)
+    return functional_call(_TermsAt(model, guide), {f"guide.{k}": v for k, v in theta.items()},
+                           args, strict=False)
