@@ -14,11 +14,20 @@ exactly: floats are written with Python's shortest round-trip repr, so a loaded 
 same predictions bit for bit.  Primitives are rebuilt by registry name
 (:func:`bnas_pyro.primitives.build_primitive`): a custom primitive must be registered before
 loading.
+
+The network is self-contained: :meth:`DerivedNetwork.set_preprocessing` gives it the input
+standardisation z = (x - x_mean) / x_std fitted on the training split, the target scaling
+y = f * y_std + y_mean of a regression and the class names, so ``net(raw_x)`` takes the
+features as the file had them and :meth:`DerivedNetwork.predict` answers in the file's units and
+labels.  Format version 2 stores them (``"preprocessing"``); a version-1 file, which has no
+such entry, is refused (its predictions on raw features would be silently wrong) unless
+``legacy=True`` asks for the bare network on standardised inputs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,7 +38,7 @@ from bnas_pyro.primitives import Primitive, build_primitive
 from bnas_pyro.search_space import PrimitiveSpec
 
 FORMAT = "bnas-pyro.derived-network"
-VERSION = 1
+VERSION = 2
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -51,7 +60,10 @@ class DerivedNetwork(nn.Module):
             ``(batch, size(source))`` to ``(batch, size(target))``.
         metadata: anything worth keeping with the network (structure, probability, ...).
 
-    Node j computes the sum of its kept incoming edges; a node without one is 0.
+    Node j computes the sum of its kept incoming edges; a node without one is 0.  With
+    preprocessing set (:meth:`set_preprocessing`), ``forward`` is
+    ``f((x - x_mean) / x_std) * y_std + y_mean`` (the scaling of the output for a regression
+    only) and :meth:`core` is the bare ``f`` on standardised inputs.
     """
 
     def __init__(self, nodes: Mapping[str, Any], input: str, output: str,
@@ -75,13 +87,104 @@ class DerivedNetwork(nn.Module):
         self.order = _topological_order(list(self.nodes), [(s, t) for s, t, _ in self.edge_specs],
                                         input)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.register_buffer("x_mean", None)
+        self.register_buffer("x_std", None)
+        self.task: str | None = None
+        self.y_mean, self.y_std = 0.0, 1.0
+        self.class_names: list | None = None
+
+    # ------------------------------------------------------------------ preprocessing
+    def set_preprocessing(self, task: str | None = None, x_mean: Tensor | None = None,
+                          x_std: Tensor | None = None, y_mean: float = 0.0, y_std: float = 1.0,
+                          class_names: Sequence | None = None) -> "DerivedNetwork":
+        """Carry the data's standardisation (kept in float64, the statistics as fitted), the
+        regression target's scaling and the class names; returns ``self``."""
+        if task not in (None, "classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if (x_mean is None) != (x_std is None):
+            raise ValueError("give both x_mean and x_std, or neither")
+        if x_mean is not None:
+            x_mean = torch.as_tensor(x_mean, dtype=torch.float64)
+            x_std = torch.as_tensor(x_std, dtype=torch.float64)
+            if not (torch.isfinite(x_mean).all() and torch.isfinite(x_std).all()
+                    and (x_std > 0).all()):
+                raise ValueError("x_mean must be finite and x_std finite and > 0")
+            device = next((p.device for p in self.parameters()), x_mean.device)
+            x_mean, x_std = x_mean.to(device), x_std.to(device)
+        self.x_mean, self.x_std = x_mean, x_std
+        if not (math.isfinite(y_mean) and math.isfinite(y_std) and y_std > 0):
+            raise ValueError(f"y_mean must be finite and y_std > 0, got {y_mean}, {y_std}")
+        if task == "classification" and (y_mean, y_std) != (0.0, 1.0):
+            raise ValueError("a classifier has no target scaling")
+        self.task, self.y_mean, self.y_std = task, float(y_mean), float(y_std)
+        if class_names is not None:
+            class_names = [c.item() if hasattr(c, "item") else c for c in class_names]
+            size = self.nodes[self.output]
+            if task != "classification" or not isinstance(size, int) or len(class_names) != size:
+                raise ValueError(f"{len(class_names)} class names for an output of size {size} "
+                                 f"(task {task!r})")
+        self.class_names = None if class_names is None else list(class_names)
+        return self
+
+    def set_preprocessing_from(self, data: Any) -> "DerivedNetwork":
+        """:meth:`set_preprocessing` with a :class:`bnas_pyro.data.SplitData`'s statistics."""
+        return self.set_preprocessing(data.task, data.x_mean, data.x_std, data.y_mean,
+                                      data.y_std, data.class_names)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing as a JSON-ready dict (``network.json``'s ``"preprocessing"``)."""
+        return {"task": self.task,
+                "x_mean": None if self.x_mean is None else _tensor_to_json(self.x_mean),
+                "x_std": None if self.x_std is None else _tensor_to_json(self.x_std),
+                "y_mean": self.y_mean, "y_std": self.y_std, "class_names": self.class_names}
+
+    def _standardize(self, x: Tensor) -> Tensor:
+        size = self.nodes[self.input]
+        expected = size if isinstance(size, tuple) else (size,)
+        if tuple(x.shape[1:]) != expected:
+            what = "columns" if len(expected) == 1 else "shape"
+            got = x.shape[1] if len(expected) == 1 and x.dim() == 2 else tuple(x.shape[1:])
+            raise ValueError(f"the network expects inputs of {what} "
+                             f"{expected[0] if len(expected) == 1 else expected} per row, got "
+                             f"{got} (input of shape {tuple(x.shape)})")
+        dtype = next((p.dtype for p in self.parameters()), x.dtype if x.is_floating_point()
+                     else torch.get_default_dtype())
+        if self.x_mean is None:
+            return x.to(dtype)
+        z = (x.to(device=self.x_mean.device, dtype=torch.float64) - self.x_mean) / self.x_std
+        return z.to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.core(self._standardize(x))
+        if self.task == "regression" and (self.y_mean, self.y_std) != (0.0, 1.0):
+            out = out * self.y_std + self.y_mean
+        return out
+
+    @torch.no_grad()
+    def predict_proba(self, x: Any) -> Tensor:
+        """Class probabilities softmax(f(x)) of raw inputs ``x`` (a classifier only)."""
+        if self.task == "regression":
+            raise ValueError("predict_proba: this network is a regression")
+        return torch.softmax(self(torch.as_tensor(x)), dim=-1)
+
+    @torch.no_grad()
+    def predict(self, x: Any) -> "list | Tensor":
+        """Predictions for raw inputs ``x``: the class names (or indices) for a classifier, the
+        values in the target's units for a regression."""
+        out = self(torch.as_tensor(x))
+        if self.task == "classification":
+            idx = out.argmax(-1)
+            return idx if self.class_names is None else [self.class_names[i] for i in idx.tolist()]
+        return out.squeeze(-1) if out.dim() > 1 and out.shape[-1] == 1 else out
 
     @property
     def structure(self) -> dict[str, str]:
         """Edge name -> the primitive label it keeps."""
         return {f"{s}->{t}": spec.label for s, t, spec in self.edge_specs}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def core(self, x: Tensor) -> Tensor:
+        """f(x) on standardised inputs (no preprocessing)."""
         values: dict[str, Tensor] = {self.input: x}
         for node in self.order:
             if node == self.input:
@@ -176,35 +279,92 @@ def network_to_dict(net: DerivedNetwork) -> dict[str, Any]:
         "nodes": {n: (list(s) if isinstance(s, tuple) else s) for n, s in net.nodes.items()},
         "input": net.input, "output": net.output,
         "edges": edges,
+        "preprocessing": net.preprocessing,
         "metadata": jsonable(net.metadata),
     }
 
 
-def network_from_dict(data: Mapping[str, Any], device: "torch.device | str | None" = None
-                      ) -> DerivedNetwork:
+class NetworkFileError(ValueError):
+    """A derived-network JSON that cannot be loaded; the message names the file and the entry."""
+
+
+def network_from_dict(data: Mapping[str, Any], device: "torch.device | str | None" = None,
+                      legacy: bool = False, source: str = "the network") -> DerivedNetwork:
     """Rebuild a :class:`DerivedNetwork` from :func:`network_to_dict`'s output (or from a search
-    result's JSON, whose ``"network"`` entry it is)."""
+    result's JSON, whose ``"network"`` entry it is).
+
+    Refused, with the offending entry named: another format, a newer version, a version-1 file
+    without preprocessing (unless ``legacy``: the bare network on standardised inputs), an edge
+    to an undeclared node, a missing or non-finite weight.  ``source`` names the file in errors.
+    """
+    def fail(message: str) -> NetworkFileError:
+        return NetworkFileError(f"{source}: {message}")
+
+    if not isinstance(data, Mapping):
+        raise fail(f"expected a JSON object, got {type(data).__name__}")
     if "network" in data and "edges" not in data:
         data = data["network"]
-    if data.get("format") != FORMAT:
-        raise ValueError(f"not a derived network (format {data.get('format')!r}, expected {FORMAT!r})")
-    if int(data.get("version", 0)) > VERSION:
-        raise ValueError(f"derived-network version {data['version']} is newer than this "
-                         f"library's {VERSION}")
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, Mapping) else None
+        raise fail(f"not a derived network (format {got!r}, expected {FORMAT!r})")
+    version = int(data.get("version", 0))
+    if version > VERSION:
+        raise fail(f"derived-network version {version} is newer than this library's {VERSION}")
+    if "preprocessing" not in data and not legacy:
+        raise fail(f"derived-network version {version} stores no input standardisation, target "
+                   f"scaling or class names, so its predictions on raw features would be wrong; "
+                   f"re-run the search to export a self-contained network (version {VERSION}), "
+                   f"or load it with load_network(..., legacy=True) to get the network on "
+                   f"standardised inputs")
+    for key in ("nodes", "input", "output", "edges"):
+        if key not in data:
+            raise fail(f"no {key!r} entry")
     nodes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data["nodes"].items()}
     edges = []
-    for item in data["edges"]:
+    for i, item in enumerate(data["edges"]):
+        source_node, target_node = item.get("source"), item.get("target")
+        name = f"edge {i} ({source_node}->{target_node})"
+        for end in (source_node, target_node):
+            if end not in nodes:
+                raise fail(f"{name}: node {end!r} is not declared (nodes: {', '.join(nodes)})")
         spec = PrimitiveSpec.parse(item["primitive"])
-        prim = build_primitive(spec.name, nodes[item["source"]], nodes[item["target"]],
+        prim = build_primitive(spec.name, nodes[source_node], nodes[target_node],
                                **dict(spec.options))
-        state = {k: _tensor_from_json(v, device) for k, v in item["state"].items()}
+        state = {}
+        for key, value in item.get("state", {}).items():
+            try:
+                tensor = _tensor_from_json(value, device)
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise fail(f"{name}, {spec.label} weight {key!r}: unreadable ({err})") from None
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise fail(f"{name}, {spec.label} weight {key!r}: {bad} non-finite value(s) "
+                           f"(NaN or inf); the network cannot predict")
+            state[key] = tensor
         dtype = next(iter(state.values())).dtype if state else torch.get_default_dtype()
-        params = {name: torch.zeros(shape, dtype=dtype, device=device)
-                  for name, shape in prim.parameter_shapes.items()}
+        params = {pname: torch.zeros(shape, dtype=dtype, device=device)
+                  for pname, shape in prim.parameter_shapes.items()}
         module = primitive_module(prim, params).to(dtype=dtype)
-        module.load_state_dict(state)
-        edges.append((item["source"], item["target"], spec, module))
-    net = DerivedNetwork(nodes, data["input"], data["output"], edges, data.get("metadata"))
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise fail(f"{name}, {spec.label}: the weights do not fit the primitive ({err})"
+                       ) from None
+        edges.append((source_node, target_node, spec, module))
+    try:
+        net = DerivedNetwork(nodes, data["input"], data["output"], edges, data.get("metadata"))
+    except ValueError as err:
+        raise fail(str(err)) from None
+    pre = data.get("preprocessing")
+    if pre:
+        try:
+            net.set_preprocessing(
+                pre.get("task"),
+                None if pre.get("x_mean") is None else _tensor_from_json(pre["x_mean"]),
+                None if pre.get("x_std") is None else _tensor_from_json(pre["x_std"]),
+                pre.get("y_mean", 0.0), pre.get("y_std", 1.0), pre.get("class_names"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise fail(f"preprocessing: {err}") from None
     return net if device is None else net.to(device)
 
 
@@ -212,8 +372,14 @@ def network_to_json(net: DerivedNetwork, **kwargs: Any) -> str:
     return json.dumps(network_to_dict(net), **kwargs)
 
 
-def network_from_json(text: str, device: "torch.device | str | None" = None) -> DerivedNetwork:
-    return network_from_dict(json.loads(text), device)
+def network_from_json(text: str, device: "torch.device | str | None" = None,
+                      legacy: bool = False, source: str = "the network JSON") -> DerivedNetwork:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise NetworkFileError(f"{source}: not valid JSON ({err}); a truncated or damaged "
+                               f"file?") from None
+    return network_from_dict(data, device, legacy=legacy, source=source)
 
 
 def save_network(net: DerivedNetwork, path: "str | Path") -> Path:
@@ -223,15 +389,23 @@ def save_network(net: DerivedNetwork, path: "str | Path") -> Path:
 
 
 def load_network(source: "str | Path | Mapping[str, Any]",
-                 device: "torch.device | str | None" = None) -> DerivedNetwork:
+                 device: "torch.device | str | None" = None, legacy: bool = False
+                 ) -> DerivedNetwork:
     """Rebuild a network from a JSON file path, a JSON string or an already parsed dict
-    (a network dict or a :meth:`SearchResult.to_dict` with its ``"network"``)."""
+    (a network dict or a :meth:`SearchResult.to_dict` with its ``"network"``).
+
+    The network takes raw features (it carries its standardisation); errors name the file.
+    ``legacy=True`` loads a version-1 file, which has no preprocessing, as the bare network.
+    """
     if isinstance(source, Mapping):
-        return network_from_dict(source, device)
+        return network_from_dict(source, device, legacy=legacy)
     text = str(source)
     if text.lstrip().startswith("{"):
-        return network_from_json(text, device)
-    return network_from_json(Path(source).read_text(), device)
+        return network_from_json(text, device, legacy=legacy)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such network file")
+    return network_from_json(path.read_text(), device, legacy=legacy, source=str(path))
 
 
 def jsonable(value: Any) -> Any:
@@ -249,6 +423,6 @@ def jsonable(value: Any) -> Any:
 
 
 __all__ = [
-    "DerivedNetwork", "FORMAT", "build_network", "load_network", "network_from_dict",
+    "DerivedNetwork", "FORMAT", "NetworkFileError", "VERSION", "build_network", "load_network", "network_from_dict",
     "network_from_json", "network_to_dict", "network_to_json", "primitive_module", "save_network",
 ]

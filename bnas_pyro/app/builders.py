@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from bnas_pyro.coefficients import Coefficients
-from bnas_pyro.data import SplitData, load_dataset
+from bnas_pyro.data import DataFileError, SplitData, load_dataset, load_file
 from bnas_pyro.guides import guide_class
 from bnas_pyro.models import (BayesianSupernet, CategoricalLikelihood, GaussianWeightPrior,
                               NormalLikelihood)
@@ -51,10 +51,18 @@ def build_data(config: RunConfig) -> SplitData:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", f"{config.device!r} was asked for but CUDA is not available")
     d = config.data
-    return load_dataset(d.name, seed=config.seed if d.seed is None else d.seed,
-                        val_fraction=d.val_fraction,
+    seed = config.seed if d.seed is None else d.seed
+    if d.from_file:
+        try:
+            return load_file(d.path, d.target, d.task, d.categorical, seed=seed,
+                             val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                             standardize=True if d.standardize is None else d.standardize,
+                             dtype=dtype, device=device)
+        except DataFileError as err:
+            raise ConfigError("data.path", str(err)) from None
+    return load_dataset(d.name, seed=seed, val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, standardize=d.standardize, m=d.m,
-                        dtype=dtype, device=device)
+                        dtype=dtype, device=device, path=d.path)
 
 
 def build_search_space(config: RunConfig, data: SplitData) -> SearchSpace:
@@ -134,11 +142,11 @@ class SearchParts:
         return search_strategy(self.config, self.mode)
 
 
-def build_parts(config: RunConfig) -> SearchParts:
-    """Seed torch with ``config.seed``, then build the data, space, model, guide and mode of one
-    search, in that order (the order fixes the random draws)."""
+def build_parts(config: RunConfig, data: SplitData | None = None) -> SearchParts:
+    """Seed torch with ``config.seed``, then build the data (unless given), space, model, guide
+    and mode of one search, in that order (the order fixes the random draws)."""
     torch.manual_seed(config.seed)
-    data = build_data(config)
+    data = build_data(config) if data is None else data
     space = build_search_space(config, data)
     model = build_model(config, space, data)
     guide = build_guide(config, model, data)

@@ -4,6 +4,7 @@
     bnas-pyro search --config run.yaml    a search described by a YAML or JSON file
     bnas-pyro search --set search.epochs=20 --set data.name=wine   override single keys
     bnas-pyro search --print-config       print the configuration that would run, and stop
+    bnas-pyro search --data FILE --target COLUMN   search on one's own CSV / TSV / .npz / .npy
     bnas-pyro search --resume RUN_DIR     continue a killed run from its checkpoint
     bnas-pyro resume RUN_DIR              the same
     bnas-pyro search --out DIR --force    start over in a folder that holds a run
@@ -21,6 +22,7 @@ cannot write) stops with a one-line error, exit status 1; its last checkpoint is
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -28,14 +30,21 @@ LIST_WHAT = ("datasets", "spaces", "primitives", "modes", "guides", "hypergradie
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bnas_pyro import __version__
+
     p = argparse.ArgumentParser(prog="bnas-pyro", description="Bayesian neural-architecture "
                                 "search in Pyro: find the most plausible structure of a network.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="run a structure search and write a run directory")
     s.add_argument("--config", "-c", metavar="FILE", help="YAML or JSON configuration "
                    "(default: the embedded default search)")
     s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override one key by its dotted path, e.g. search.epochs=20 (repeatable)")
+    s.add_argument("--data", metavar="FILE", help="one's own data: a CSV / TSV / .npz / .npy "
+                   "file (sets data.path)")
+    s.add_argument("--target", metavar="COLUMN", help="the target column of --data "
+                   "(sets data.target)")
     s.add_argument("--out", metavar="DIR", help="the run directory (default: OUTPUT/NAME-TIME); "
                    "refused if it already holds a run, unless --force or --resume")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
@@ -86,6 +95,8 @@ def _search(args) -> int:
                                   f"leave out {', '.join(given)}")
         return _resume(args.resume, args.quiet)
     config = _apply_overrides(load_config(args.config), args.set)
+    data = {f"data.{k}": v for k, v in (("path", args.data), ("target", args.target)) if v}
+    config = config.replace(**data) if data else config
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
@@ -148,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .run_directory import RunDirectoryError
 
     args = _parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("bnas_pyro").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         if args.command == "search":
             return _search(args)

@@ -46,7 +46,10 @@ class DataConfig:
     """Which data set and how to split it (see :func:`bnas_pyro.data.load_dataset`).
 
     ``seed`` seeds the split (default: the run's ``seed``); fix it to compare search seeds on
-    one split.
+    one split.  One's own data: ``path`` names a CSV / TSV / .npz / .npy file and ``target`` its
+    target column (:func:`bnas_pyro.data.load_file`); ``task`` overrides the inferred task and
+    ``categorical`` lists columns to one-hot encode.  For a data set read from a folder
+    (``fashion_mnist``), ``path`` is that folder.
     """
 
     name: str = "digits"
@@ -55,6 +58,22 @@ class DataConfig:
     test_fraction: float = 0.2
     standardize: Optional[bool] = None
     m: Optional[int] = None
+    path: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[Literal["classification", "regression"]] = None
+    categorical: list = field(default_factory=list)
+
+    @property
+    def from_file(self) -> bool:
+        """Whether the data come from the file ``path`` (not from a registered data set)."""
+        from bnas_pyro.data_files import is_data_file
+
+        return self.path is not None and is_data_file(self.path)
+
+    @property
+    def label(self) -> str:
+        """The data's name in run-directory names: the file's stem or the data set's name."""
+        return Path(self.path).stem if self.from_file else self.name
 
 
 @dataclass
@@ -152,8 +171,14 @@ class RetrainConfig:
 class AnalysisConfig:
     """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json;
     ``rank_k`` structures ranked by a refitted evidence estimate (``rank_refit_steps`` steps each,
-    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; structured guide only)."""
+    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; structured guide only).
 
+    ``max_rows``: the ELBO estimate, the InferenceData and PSIS-LOO use a seeded random subset of
+    at most this many training rows (``null``: all), their sums scaled to the whole training
+    split (:func:`bnas_pyro.app.runner.analyse`); the test metrics always use every test row.
+    """
+
+    max_rows: Optional[int] = 5000
     draws: int = 200
     chains: int = 2
     predictive_draws: int = 100

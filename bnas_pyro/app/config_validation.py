@@ -159,6 +159,8 @@ def _positive(config: Any) -> None:
         checks.append(("search.inner_steps", config.search.inner_steps, 1))
     if config.data.m is not None:
         checks.append(("data.m", config.data.m, 2))
+    if config.analysis.max_rows is not None:
+        checks.append(("analysis.max_rows", config.analysis.max_rows, 2))
     for key, value, low in checks:
         if value < low:
             raise ConfigError(key, f"must be >= {low}, got {value}")
@@ -209,6 +211,29 @@ def _check_primitive_list(value: Any, path: str) -> None:
                                               f"{', '.join(known)}")
 
 
+def _check_data_source(data: Any) -> None:
+    """``path`` names a data file (``name`` then stays at its default) or the folder of a data
+    set that reads one; ``target``, ``task`` and ``categorical`` belong to data files."""
+    from bnas_pyro.data import dataset_info
+    from bnas_pyro.data_files import is_data_file
+
+    if data.path is not None and is_data_file(data.path):
+        if data.name != "digits" and not dataset_info(data.name).reads_path:
+            raise ConfigError("data.name", f"data.path {data.path!r} is a data file; "
+                                           f"data.name {data.name!r} cannot be used with it")
+        if data.m is not None:
+            raise ConfigError("data.m", "applies to synthetic data sets, not to data files")
+        return
+    if data.path is not None and not dataset_info(data.name).reads_path:
+        raise ConfigError("data.path", f"{data.path!r} is not a data file (.csv, .tsv, .txt, "
+                                       f".npz, .npy) and data set {data.name!r} reads no folder")
+    for key in ("target", "task"):
+        if getattr(data, key) is not None:
+            raise ConfigError(f"data.{key}", "applies to a data file given by data.path")
+    if data.categorical:
+        raise ConfigError("data.categorical", "applies to a CSV / TSV file given by data.path")
+
+
 def check_values(config: Any) -> None:
 
     def one_of(key: str, value: str, known: list[str], what: str) -> None:
@@ -219,6 +244,7 @@ def check_values(config: Any) -> None:
 
     _positive(config)
     one_of("data.name", config.data.name, available_datasets(), "data set")
+    _check_data_source(config.data)
     if config.space.custom is None:
         one_of("space.name", config.space.name, list(available_spaces()), "search space")
         for key, value in config.space.options.items():

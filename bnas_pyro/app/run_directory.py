@@ -34,6 +34,7 @@ import torch
 
 from bnas_pyro import atomic_files
 from bnas_pyro.analysis import arviz_data
+from bnas_pyro.analysis.diagnostics import warning_lines
 from bnas_pyro.analysis.export import save_network
 from bnas_pyro.analysis.result import RESULT_FORMAT, RESULT_FORMAT_VERSION
 from bnas_pyro.search.checkpoint import CHECKPOINT_NAME
@@ -53,7 +54,7 @@ RUN_FILES = (CONFIG_FILE, RESULT_FILE, CHECKPOINT_NAME, NETWORK_FILE, POSTERIOR_
 
 def new_run_dir(config: RunConfig) -> Path:
     """``OUTPUT/NAME-YYYYmmdd-HHMMSS`` (NAME defaults to ``DATA-SPACE``), made unique."""
-    name = config.name or f"{config.data.name}-{config.space.name if config.space.custom is None else 'custom'}"
+    name = config.name or f"{config.data.label}-{config.space.name if config.space.custom is None else 'custom'}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.output) / f"{name}-{stamp}"
     path, i = base, 1
@@ -238,7 +239,7 @@ def format_summary(result: Mapping[str, Any]) -> str:
     """The human-readable summary that ``bnas-pyro report`` prints."""
     a = result["analysis"]
     m = a["metrics"]
-    lines = []
+    lines = warning_lines(result)
     data = a["data"]
     sizes = data["sizes"]
     lines.append(f"run directory: {result.get('run_dir', '?')}")

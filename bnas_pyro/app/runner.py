@@ -18,15 +18,18 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import pyro
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from bnas_pyro.analysis.arviz_data import loo as psis_loo
 from bnas_pyro.analysis.arviz_data import to_inference_data
@@ -36,6 +39,7 @@ from bnas_pyro.analysis.complexity import (
     relative_density,
     structural_complexity,
 )
+from bnas_pyro.analysis.diagnostics import search_warnings
 from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
@@ -49,6 +53,8 @@ from .builders import SearchParts, build_parts
 from .config import RunConfig
 from .drivers import Driven, drive
 from .run_directory import new_run_dir, open_run_dir, write_run
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ analyse
@@ -73,6 +79,14 @@ def histogram(values: Tensor, bins: int = 50) -> dict[str, Any]:
             "mean": float(v.mean())}
 
 
+def analysis_rows(n: int, max_rows: int | None, seed: int) -> Tensor | None:
+    """A seeded random subset of ``max_rows`` of ``n`` training rows (``None``: all rows)."""
+    if max_rows is None or n <= max_rows:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:max_rows].sort().values
+
+
 @dataclass
 class Analysis:
     """What the analysis of q gives: the figures for ``result.json`` and the InferenceData."""
@@ -82,18 +96,39 @@ class Analysis:
     idata: Any
 
 
-def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysis:
-    """The supernet's test metrics under q, the ELBO, C_param, C_struct, rho, PSIS-LOO."""
+def analyse(config: RunConfig, data: SplitData, result: SearchResult,
+            progress: bool = False) -> Analysis:
+    """The supernet's test metrics under q, the ELBO, C_param, C_struct, rho, PSIS-LOO.
+
+    The distributions' argument checks are off here (the search has run with them: the values
+    are the ones it checked); on a large space they cost a fifth of the analysis time.
+    """
+    with pyro.validation_enabled(False):
+        return _analyse(config, data, result, progress)
+
+
+def _analyse(config: RunConfig, data: SplitData, result: SearchResult,
+             progress: bool) -> Analysis:
     a = config.analysis
     model, guide = result.model, result.guide
+    bar = tqdm(total=5, desc="analysis", disable=not progress, leave=False)
     supernet_test = evaluate_bayesian(model, guide, data.x_test, data.y_test, data.task,
                                       num_draws=a.predictive_draws, y_std=data.y_std)
-    elbo, elbo_se = estimate_elbo(model, guide, data.x_train, data.y_train,
+    bar.update()
+    n = len(data.y_train)
+    rows = analysis_rows(n, a.max_rows, config.seed)
+    x_fit, y_fit = (data.x_train, data.y_train) if rows is None else (data.x_train[rows],
+                                                                      data.y_train[rows])
+    m = len(y_fit)
+    elbo, elbo_se = estimate_elbo(model, guide, x_fit, y_fit, n,
                                   num_particles=min(50, a.predictive_draws))
+    bar.update()
     complexity = complexity_measures(model, guide)
     rho = relative_densities(model, guide)
-    idata = to_inference_data(result, x=data.x_train, y=data.y_train, num_draws=a.draws,
+    bar.update()
+    idata = to_inference_data(result, x=x_fit, y=y_fit, num_draws=a.draws,
                               num_chains=a.chains, seed=config.seed)
+    bar.update()
     loo = psis_loo(idata, pointwise=True)
     bad_k = int((loo.pareto_k > 0.7).sum())
     if bad_k:
@@ -106,12 +141,21 @@ def analyse(config: RunConfig, data: SplitData, result: SearchResult) -> Analysi
         ranking = [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
                                                      refit_steps=a.rank_refit_steps,
                                                      seed=config.seed)]
+    bar.update()
+    bar.close()
+    # a subset of m of the n rows: elpd_loo = n * mean of the pointwise values, its standard
+    # error that of the full-data sum plus the simple-random-sampling error,
+    # sqrt(n v + n^2 (1 - m / n) v / m) with v the pointwise variance (Magnusson et al. 2019)
+    v = float(loo.se) ** 2 / m
+    elpd = float(loo.elpd_loo) * n / m
+    elpd_se = math.sqrt(n * v + n * n * (1 - m / n) * v / m)
     figures = {
         "elbo": elbo, "elbo_se": elbo_se,
-        "elpd_loo": float(loo.elpd_loo), "elpd_loo_se": float(loo.se),
+        "elpd_loo": elpd, "elpd_loo_se": elpd_se,
         "c_param": complexity["c_param"], "c_struct": complexity["c_struct"],
         "rho_histogram": histogram(rho),
-        "loo": {"elpd_loo": float(loo.elpd_loo), "se": float(loo.se), "p_loo": float(loo.p_loo),
+        "loo": {"elpd_loo": elpd, "se": elpd_se, "p_loo": float(loo.p_loo) * n / m,
+                "rows": m, "of_rows": n,
                 "pareto_k_max": float(loo.pareto_k.max()),
                 "pareto_k_over_0.7": bad_k},
         "ranking": ranking,
@@ -147,8 +191,10 @@ class Retrained:
     test: dict[str, float]
 
 
-def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: SearchResult) -> Retrained:
-    """Derive the chosen structure, retrain it on train (+ validation), score it on test."""
+def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: SearchResult,
+            progress: bool = False) -> Retrained:
+    """Derive the chosen structure, retrain it on train (+ validation), score it on test; the
+    network then carries the data's standardisation and class names (it takes raw features)."""
     if not config.retrain.enabled:
         return Retrained(None, None, {})
     structure = result.structure
@@ -159,10 +205,12 @@ def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: Sear
     if r.use_validation:
         x_fit, y_fit = torch.cat([x_fit, data.x_val]), torch.cat([y_fit, data.y_val])
     train_network(network, x_fit, y_fit, data.task, epochs=r.epochs, batch_size=r.batch_size,
-                  lr=r.lr, weight_decay=r.weight_decay, seed=config.seed)
+                  lr=r.lr, weight_decay=r.weight_decay, seed=config.seed, progress=progress)
     noise = residual_std(network, x_fit, y_fit) if data.task == "regression" else None
     test = evaluate_network(network, data.x_test, data.y_test, data.task, noise_std=noise,
                             y_std=data.y_std)
+    if hasattr(network, "set_preprocessing_from"):
+        network.set_preprocessing_from(data)
     return Retrained(network, init, test)
 
 
@@ -199,9 +247,11 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
     summary = result.to_dict(top=config.analysis.top_k, include_network=False,
                              include_history=True)
     summary["info"].setdefault("strategy", parts.strategy)
+    summary["warnings"] = search_warnings(parts.space, result.structure, result.history)
     summary["analysis"] = {
         "data": {"name": data.name, "task": data.task, "sizes": data.sizes,
-                 "input_shape": list(data.input_shape), "n_classes": data.n_classes},
+                 "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+                 "class_names": data.class_names},
         "mode": config.search.mode,
         "metrics": metrics,
         "metrics_source": "derived network, retrained" if retrained.test else "supernet under q",
@@ -218,7 +268,7 @@ def run_summary(parts: SearchParts, driven: Driven, analysis: Analysis, retraine
 
 
 def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, progress: bool = True,
-               log: Callable[[str], None] = print, resume: bool = False,
+               log: Callable[[str], None] = logger.info, resume: bool = False,
                force: bool = False) -> RunOutcome | None:
     """Run the search described by ``config`` and fill a run directory (returned in the outcome).
 
@@ -258,13 +308,15 @@ def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, pr
         if parallel is not None:
             parallel.close()
         t1 = time.perf_counter()
-        analysis = analyse(config, parts.data, driven.result)
+        analysis = analyse(config, parts.data, driven.result, progress)
         t2 = time.perf_counter()
-        retrained = retrain(config, parts.data, parts.space, driven.result)
+        retrained = retrain(config, parts.data, parts.space, driven.result, progress)
         t3 = time.perf_counter()
         timings = {"search": t1 - t0, "analysis": t2 - t1, "retrain": t3 - t2}
         summary = run_summary(parts, driven, analysis, retrained, timings,
                               time.perf_counter() - start)
+        for w in summary["warnings"]:
+            logger.warning("%s; likely cause: %s", w["message"], w["cause"])
         outcome = RunOutcome(directory, config, parts.data, driven.result, summary,
                              retrained.network, analysis.idata)
         write_run(outcome)
