@@ -6,8 +6,7 @@ any model is built: unknown keys (with a "did you mean"), wrong types, unknown d
 primitives, modes, guides and hypergradients.
 
 The defaults are the embedded default search (what ``bnas-pyro search`` with no argument runs):
-digits as 64-vectors, the MLP cell space, evidence mode, the structured guide (discrete q(s), q(W | s)
-at the prior off s: its q(s) sees the Occam factor) and the hypergradient
+digits as 64-vectors, the MLP cell space, evidence mode, a mean-field guide and the hypergradient
 the mode asks for (``joint`` for evidence mode: single-level ELBO maximisation, exact there),
 150 epochs.
 
@@ -130,7 +129,12 @@ class SearchConfig:
     mode: str = "evidence"
     mode_options: dict = field(default_factory=dict)
     coefficients: dict = field(default_factory=dict)
-    guide: str = "structured"
+    #: ``structured`` (:class:`bnas_pyro.guides.StructuredGuide`: discrete q(s), q(W | s) at the
+    #: prior off s, so q(s) sees the Occam factor) is the calibrated choice for spaces it can
+    #: enumerate; it is not the default: on larger spaces its factorised q(s) can settle on a
+    #: collapsed structure in a short search, it runs in one process only, and it costs a forward
+    #: pass per structure
+    guide: str = "mean_field"
     guide_options: dict = field(default_factory=lambda: {"init_scale": 0.05})
     hypergradient: Optional[str] = None
     hypergradient_options: dict = field(default_factory=dict)
