@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from bnas_pyro.atomic_files import write_text
 from bnas_pyro.primitives import Primitive, build_primitive
 from bnas_pyro.search_space import PrimitiveSpec
 
@@ -383,9 +384,9 @@ def network_from_json(text: str, device: "torch.device | str | None" = None,
 
 
 def save_network(net: DerivedNetwork, path: "str | Path") -> Path:
-    path = Path(path)
-    path.write_text(network_to_json(net, indent=1))
-    return path
+    """Write ``net`` as JSON to ``path`` atomically (a temporary file, fsync, rename: a failed
+    write names the path and leaves an earlier file there intact)."""
+    return write_text(Path(path), network_to_json(net, indent=1))
 
 
 def load_network(source: "str | Path | Mapping[str, Any]",
