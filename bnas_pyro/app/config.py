@@ -145,7 +145,9 @@ class SearchConfig:
     hyper_lr: float = 0.05
     num_particles: int = 1
     validation: bool = False
-    eval_every: int = 1
+    #: outer steps between evaluations of the progress bar's ELBO and validation metric (and at
+    #: the last step); each costs about as much as a few inner steps
+    eval_every: int = 10
     checkpoint_every: int = 10
     restarts: int = 1
     restart_processes: int = 1

@@ -61,16 +61,18 @@ def plot_training(history: Sequence[Mapping[str, Any]], labels: Mapping[str, Seq
     """ELBO over outer steps (with the validation metric) and structure probabilities per edge.
 
     ``history``: records as dicts with ``step``, ``L``, ``structure_probabilities`` and ``extra``
-    (``extra["elbo"]`` is used when present, else ``L``).
+    (``extra["elbo"]``, at the steps that evaluated it, is drawn when present, else ``L``).
     """
     steps = [h["step"] for h in history]
-    elbo = [h.get("extra", {}).get("elbo", h["L"]) for h in history]
+    evaluated = [h for h in history if "elbo" in h.get("extra", {})]
+    elbo_steps = [h["step"] for h in evaluated] if evaluated else steps
+    elbo = [h["extra"]["elbo"] for h in evaluated] if evaluated else [h["L"] for h in history]
     edges = [e for e in labels if len(labels[e]) > 1]
     rows, cols = _grid(len(edges))
     fig = plt.figure(figsize=(4.2 * cols, 2.8 * (rows + 1)))
     gs = fig.add_gridspec(rows + 1, cols)
     ax = fig.add_subplot(gs[0, :])
-    ax.plot(steps, elbo, color="tab:blue", lw=1.2)
+    ax.plot(elbo_steps, elbo, color="tab:blue", lw=1.2)
     ax.set_xlabel("outer step")
     ax.set_ylabel("ELBO", color="tab:blue")
     finite = [v for v in elbo if v == v and abs(v) != float("inf")]
