@@ -36,6 +36,7 @@ from bnas_pyro.inference import MinibatchSampler
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 from bnas_pyro.objectives import ElboTerms, trace_terms
 
+from .optimizer_wrapper import WrappedOptimizer
 from .structure import ConcreteStructureGuide
 
 OnViolation = Literal["raise", "warn", "ignore"]
@@ -561,7 +562,7 @@ class MultistartGuide(nn.Module):
         return MultistartOptimizer(self, optimizer)
 
 
-class MultistartOptimizer:
+class MultistartOptimizer(WrappedOptimizer):
     """Wraps an optimiser of the guide's parameters; ``step()`` also advances the restarts.
 
     The minibatch is the one the guide last saw (``guide.last_batch``, recorded when the ELBO
@@ -570,33 +571,14 @@ class MultistartOptimizer:
     """
 
     def __init__(self, guide: MultistartGuide, base: torch.optim.Optimizer):
+        super().__init__(base)
         self.guide = guide
-        self.base = base
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.base.param_groups
-
-    @property
-    def state(self):
-        return self.base.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure: Callable[[], Tensor] | None = None):
-        loss = self.base.step(closure)
+    def after_step(self) -> None:
         if self.guide.last_batch is None:
             raise RuntimeError("MultistartOptimizer.step(): the guide has not been traced on a "
                                "batch yet (run the ELBO on a minibatch first)")
         self.guide.step(*self.guide.last_batch)
-        return loss
-
-    def state_dict(self) -> dict:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.base.load_state_dict(state)
 
 
 __all__ = ["MultistartGuide", "MultistartOptimizer", "MultistartPoint", "MultistartRecord",

@@ -54,6 +54,7 @@ from bnas_pyro.models.weight_priors import WEIGHT_SITE, GaussianWeightPrior
 from bnas_pyro.objectives import ElboTerms
 
 from .mean_field import _inverse_softplus, initial_locations
+from .optimizer_wrapper import WrappedOptimizer
 
 WeightFamily = Literal["mean_field", "full_rank"]
 StructureFamily = Literal["auto", "joint", "factorised"]
@@ -486,7 +487,7 @@ class StructuredGuide(nn.Module):
         return NaturalStructureOptimizer(self, optimizer, self.structure_lr)
 
 
-class NaturalStructureOptimizer:
+class NaturalStructureOptimizer(WrappedOptimizer):
     """Moves q(s)'s logits by stochastic natural-gradient steps; everything else by ``base``.
 
     For a categorical q with logits eta (one block per edge, or one joint block), the gradient of
@@ -507,24 +508,16 @@ class NaturalStructureOptimizer:
     """
 
     def __init__(self, guide: StructuredGuide, base: torch.optim.Optimizer, structure_lr: float):
+        super().__init__(base)
         self.guide = guide
-        self.base = base
         logits = guide.structure.logits
         for group in base.param_groups:
             group["params"] = [p for p in group["params"] if p is not logits]
         self.structure_lr = float(structure_lr)
         self._lr0 = float(base.param_groups[0]["lr"]) if base.param_groups else 1.0
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.base.param_groups
-
-    @property
-    def state(self):
-        return self.base.state
-
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
+        super().zero_grad(set_to_none=set_to_none)
         logits = self.guide.structure.logits
         if set_to_none:
             logits.grad = None
@@ -535,8 +528,7 @@ class NaturalStructureOptimizer:
         lr = float(self.base.param_groups[0]["lr"]) if self.base.param_groups else self._lr0
         return self.structure_lr * (lr / self._lr0 if self._lr0 > 0 else 1.0)
 
-    def step(self, closure=None):
-        loss = self.base.step(closure)
+    def after_step(self) -> None:
         logits = self.guide.structure.logits
         natural = self.guide._natural
         if natural is not None and logits.requires_grad:
@@ -549,7 +541,6 @@ class NaturalStructureOptimizer:
                         block = self.guide.structure._starts[e]
                         logits[block:block + k] -= logits[block:block + k].max()
         self.guide._natural, self.guide._natural_count = None, 0
-        return loss
 
     def state_dict(self) -> dict:
         return {"base": self.base.state_dict(), "lr0": self._lr0}
