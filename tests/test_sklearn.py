@@ -5,6 +5,7 @@ precision, Gaussian noise with a learnt precision, both by evidence maximisation
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import BayesianRidge, LogisticRegression
@@ -47,6 +48,19 @@ def test_fitted_attributes_and_default_prediction():
     # the derived network of the fit takes raw features and agrees with its own module
     net = clf.network()
     assert net.class_names == list(clf.classes_)
+    raw = torch.as_tensor(X, dtype=torch.float64)
+    standardised = ((raw - torch.as_tensor(clf.x_mean_)) / torch.as_tensor(clf.x_scale_))
+    core_dtype = next(net.parameters()).dtype
+    torch.testing.assert_close(net(raw), net.core(standardised.to(core_dtype)))
+
+
+def test_enumerate_mode_fits_without_a_run_directory():
+    """The estimator runs the drivers with no run directory: the enumerate driver reports too."""
+    X, y = load_iris(return_X_y=True)
+    clf = BNASClassifier(mode="enumerate", config={"search": {"mode_options": {"num_runs": 2}}},
+                         space_options={"hidden": 8}, epochs=30, batch_size=32).fit(X, y)
+    assert set(clf.structure_) == set(clf.structure_probabilities_)
+    assert clf.score(X, y) > 0.9
 
 
 def test_pipeline_and_cross_val_score():

@@ -74,9 +74,10 @@ def _devices(x: torch.Tensor) -> list:
 @dataclass
 class Driven:
     """What a driver returns: the reported result and the progress callback (its last values
-    and the name of the validation metric go to the summary)."""
+    and the name of the validation metric go to the summary).  ``result`` is ``None`` on the
+    ranks other than 0 of a data-parallel run (rank 0 reports)."""
 
-    result: SearchResult
+    result: SearchResult | None
     callback: ProgressCallback
 
 
@@ -147,7 +148,7 @@ def drive_restarts(parts: SearchParts, directory: Path, progress: bool,
     return Driven(report.best, callback)
 
 
-def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
+def drive_enumeration(parts: SearchParts, directory: Path | None, progress: bool,
                       resume: bool = False) -> Driven:
     """The ``enumerate`` mode: runs f_1..f_N; the run with the highest ELBO is the result, every
     run's structure and ELBO go to its ``info["enumeration"]`` (``resume``: finished runs are
@@ -171,6 +172,7 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
         model = build_model(run_config, space, data)
         return model, build_guide(run_config, model, data)
 
+    parallel = current_parallel()   # each run data-parallel over all ranks; the report on rank 0
     try:
         runs = run_enumeration(
             mode, factory, data.x_train, data.y_train, seed=config.seed, keep_results=True,
@@ -179,10 +181,10 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
             num_particles=config.search.num_particles, progress=progress, callbacks=[callback],
             hypergradient=parts.strategy, hypergradient_options=config.search.hypergradient_options,
             checkpoint_dir=directory, checkpoint_every=config.search.checkpoint_every,
-            resume=resume, parallel=current_parallel())
+            resume=resume, parallel=parallel)
     except (TypeError, ValueError) as err:
         raise ConfigError("search", str(err)) from None
-    if directory is None:   # a rank other than 0 of a data-parallel run: rank 0 reports
+    if parallel is not None and not parallel.is_main:   # rank 0 reports
         return Driven(None, callback)
     elbos = []
     for i, r in enumerate(runs.results):
@@ -195,7 +197,8 @@ def drive_enumeration(parts: SearchParts, directory: Path, progress: bool,
     chosen.info["enumeration"] = {"structures": runs.structures,
                                   "probabilities": runs.probabilities, "elbos": elbos,
                                   "num_distinct": runs.num_distinct, "chosen_run": best}
-    save_checkpoint(directory, {**runs.states[best], **finished_entry(runs)})
+    if directory is not None:
+        save_checkpoint(directory, {**runs.states[best], **finished_entry(runs)})
     return Driven(chosen, callback)
 
 
