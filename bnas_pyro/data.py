@@ -325,7 +325,7 @@ def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
     return base
 
 
-def _standardizer(x: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+def fit_standardizer(x: np.ndarray, per_channel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std fitted on ``x`` (the training split); constant columns get (0, 1)."""
     if per_channel:  # images (n, C, H, W): one mean / std per channel
         axes = (0,) + tuple(range(2, x.ndim))
@@ -421,7 +421,7 @@ def _assemble(name: str, x: np.ndarray, y: np.ndarray, task: Task, names: list[s
     x_mean = x_std = None
     y_mean, y_std = 0.0, 1.0
     if do_std:
-        mean, std = _standardizer(x[train], per_channel=images)
+        mean, std = fit_standardizer(x[train], per_channel=images)
         work = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
         x = x.astype(work, copy=True)
         x -= mean.astype(work)
@@ -491,5 +491,5 @@ def load_file(path: "str | Path", target: "str | int | None" = None, task: Task 
                       "target": None if target is None else str(target)})
 
 
-__all__ = ["DataFileError", "DatasetInfo", "FASHION_MNIST_FOLDER", "SplitData",
+__all__ = ["DataFileError", "DatasetInfo", "FASHION_MNIST_FOLDER", "SplitData", "fit_standardizer",
            "available_datasets", "dataset_info", "load_dataset", "load_file", "register_dataset"]

@@ -38,7 +38,7 @@ from bnas_pyro.app.builders import build_parts
 from bnas_pyro.app.config import config_from_dict
 from bnas_pyro.app.drivers import drive
 from bnas_pyro.app.runner import derive_network
-from bnas_pyro.data import SplitData
+from bnas_pyro.data import SplitData, fit_standardizer
 from bnas_pyro.objectives import estimate_elbo
 from bnas_pyro.training import residual_std, train_network
 
@@ -124,10 +124,7 @@ class _BNASEstimator(BaseEstimator):
             target = np.asarray(y, dtype=np.float64)
             if target.ndim != 1:
                 raise ValueError(f"y must be one-dimensional, got shape {target.shape}")
-        self.x_mean_ = X.mean(axis=0)
-        std = X.std(axis=0)
-        self.x_scale_ = np.where(std < 1e-12, 1.0, std)
-        self.x_mean_ = np.where(std < 1e-12, 0.0, self.x_mean_)
+        self.x_mean_, self.x_scale_ = fit_standardizer(X)
         if self._task == "regression":
             self.y_mean_ = float(target.mean())
             y_std = float(target.std())
