@@ -491,5 +491,5 @@ def load_file(path: "str | Path", target: "str | int | None" = None, task: Task 
                       "target": None if target is None else str(target)})
 
 
-__all__ = ["DataFileError", "DatasetInfo", "FASHION_MNIST_FOLDER", "SplitData", "fit_standardizer",
-           "available_datasets", "dataset_info", "load_dataset", "load_file", "register_dataset"]
+__all__ = ["DataFileError", "DatasetInfo", "FASHION_MNIST_FOLDER", "SplitData",
+           "fit_standardizer", "available_datasets", "dataset_info", "load_dataset", "load_file", "register_dataset"]

@@ -160,21 +160,24 @@ def test_subset_exact_posterior_is_not_one_hot():
         assert 0.5 <= post.max() <= 0.9, (seed, post.max())
 
 
-KNOWN_GAP = pytest.mark.xfail(strict=False, reason=(
-    "measured TV 0.12 (q 0.87 / 0.11 on the top two, exact 0.75 / 0.22): q_g is shared by every "
-    "structure containing g, so the ELBO of a structure whose groups' posteriors differ from the "
-    "dominant structure's sits 0.9 nats below its evidence (0.3 for the top); rank() refits each "
-    "structure and is within 0.7 nats"))
+KNOWN_GAP = ("measured TV 0.12 (q 0.87 / 0.11 on the top two, exact 0.75 / 0.22): q_g is shared by "
+             "every structure containing g, so the ELBO of a structure whose groups' posteriors "
+             "differ from the dominant structure's sits 0.9 nats below its evidence (0.3 for the "
+             "top); rank() refits each structure and is within 0.7 nats")
 
 
-@pytest.mark.parametrize("weights, bound", [pytest.param("full_rank", 0.10, marks=KNOWN_GAP),
-                                            ("mean_field", 0.20)])
-def test_subset_structure_posterior(weights, bound):
+@pytest.mark.parametrize("weights, bound, measured", [("full_rank", 0.10, 0.15),
+                                                      ("mean_field", 0.20, 0.20)])
+def test_subset_structure_posterior(weights, bound, measured):
+    """TV to the exact posterior <= ``bound`` (the target); where the target is not reached yet
+    (full rank, KNOWN_GAP) the test still fails above ``measured``, the level reached today."""
     torch.set_num_threads(1)
     guide, x, y, ev, post, q = subset_fit(1, weights, steps=2000)
     tv = 0.5 * np.abs(q - post).sum()
     print(f"{weights}: TV {tv:.3f}; top q {q.max():.3f}, exact {post.max():.3f}")
-    assert tv <= bound, (tv, np.round(q, 3), np.round(post, 3))
+    assert tv <= measured, (tv, np.round(q, 3), np.round(post, 3))
+    if tv > bound:
+        pytest.xfail(f"TV {tv:.3f} > {bound}: {KNOWN_GAP}")
 
 
 def _kendall_tau(a, b):
