@@ -51,28 +51,12 @@ def _fsync_dir(folder: Path) -> None:
 
 def atomic_write(path: "str | os.PathLike", write: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` atomically: ``write(f)`` fills a binary temporary file, which is fsync-ed and
-    renamed onto ``path``.  Raises :class:`FileWriteError` (naming ``path``) if anything fails."""
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+    renamed onto ``path`` (:func:`atomic_path`).  Raises :class:`FileWriteError` (naming
+    ``path``) if anything fails."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except Exception as err:  # noqa: BLE001 - any failure of the write is reported by path
-        raise FileWriteError(path, err) from err
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _fsync_dir(path.parent)
-    return path
+    return Path(path)
 
 
 @contextlib.contextmanager

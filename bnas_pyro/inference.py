@@ -111,9 +111,11 @@ class InnerLoop:
         if self.train_hyperparameters:
             groups.append({"params": [p for p in self.model.hyper.parameters() if p.requires_grad],
                            "lr": self.hyper_lr if self.hyper_lr is not None else self.lr})
-        # what the step differentiates: the optimised tensors only (h is left alone unless trained)
-        self._differentiated = [p for group in groups for p in group["params"]]
-        return wrap_for_guide(self.guide, self.optimizer_factory(groups))
+        optimizer = wrap_for_guide(self.guide, self.optimizer_factory(groups))
+        # what the step differentiates: the tensors the optimiser moves by their gradient (h is
+        # left alone unless trained; a guide's wrapper may move some of its own otherwise)
+        self._differentiated = [p for group in optimizer.param_groups for p in group["params"]]
+        return optimizer
 
     def set_coefficients(self, coefficients: Coefficients) -> None:
         self.coefficients = coefficients
