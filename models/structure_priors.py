@@ -94,6 +94,7 @@ class ConcreteGroups:
         state = dict(self.__dict__)
         state["_on"] = {}
         state.pop("_last", None)
+        state.pop("_drawn", None)
         return state
 
     def _index(self, device: torch.device):
@@ -131,8 +132,12 @@ class ConcreteGroups:
         rows = []
         for _, groups, noise, _ in self._index(logits.device):
             gumbels = -((-(u[noise].log())).log())
-            rows.append(((logits[groups].log_softmax(-1) + gumbels) / temperature).log_softmax(-1))
-        return self._assemble(logits, rows)
+            # the logits need no normalising first: log_softmax((m - c + g) / t) does not
+            # depend on the constant c of a row
+            rows.append(((logits[groups] + gumbels) / temperature).log_softmax(-1))
+        value = self._assemble(logits, rows)
+        self._drawn = value
+        return value
 
     def log_prob(self, value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
         """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
@@ -140,13 +145,13 @@ class ConcreteGroups:
         index = self._index(value.device)
         for (k, groups, _, _), v in zip(index, self.rows(value)):
             log_scale = math.lgamma(k) + (k - 1) * temperature.log()
-            score = logits[groups].log_softmax(-1) - v.mul(temperature)
+            score = logits[groups] - v.mul(temperature)   # a row's constant cancels, as above
             total = total + score.log_softmax(-1).sum() + len(groups) * log_scale
         return total
 
     def normalise(self, value: Tensor) -> Tensor:
         """log gamma - logsumexp(log gamma) on every edge (so that gamma is on the simplex)."""
-        if not self.multi:
+        if not self.multi or value is getattr(self, "_drawn", None):   # a draw is normalised
             return value
         return self._assemble(value, [v.log_softmax(-1) for v in self.rows(value)])
 
