@@ -96,8 +96,9 @@ def _fusable(prim) -> bool:
 
 #: the built-in affine primitives and their activation (``None``: the identity)
 _FUSED_ACTIVATIONS = {Linear: None, TanhLinear: torch.tanh, ReluLinear: torch.relu}
-#: the mixing kind of the identity pairs of a block (they pass the source node itself)
-_IDENTITY = object()
+#: the mixing kind of the identity pairs of a block (they pass the source node itself); a
+#: string, so that it survives pickling
+_IDENTITY = "identity"
 
 
 class _Block:
@@ -303,14 +304,14 @@ class Supernet(nn.Module):
             for block in blocks:
                 summed = None
                 for act, column, count, ordered in block.mixing:
-                    if act is _IDENTITY:
+                    if act == _IDENTITY:
                         out = h.reshape(1, -1)   # every identity pair passes h itself
                     else:
                         out = next(z_parts)
                         out = (out if act is None else act(out)).view(count, -1)
                     g_k = next(mix)
                     if len(block.target_nodes) == 1:   # one target: sum_i gamma_i out_i, a gemv
-                        piece = (g_k.sum(0, keepdim=True) if act is _IDENTITY else g_k).view(1, -1) @ out
+                        piece = (g_k.sum(0, keepdim=True) if act == _IDENTITY else g_k).view(1, -1) @ out
                     else:                               # row i goes to target targets[i]
                         piece = g_k.view(-1, 1) * out
                         if not ordered:

@@ -117,3 +117,16 @@ def test_fused_mixing_into_several_targets_equals_the_per_pair_formula():
     grads_reference = torch.autograd.grad((reference * probe).sum(), leaves)
     for a, b in zip(grads_fused, grads_reference):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_a_pickled_supernet_computes_the_same_forward():
+    import pickle
+    s = SearchSpace({"x": 3, "h": 3, "y": 3},
+                    [("x", "h", ["linear", "tanh", "identity"]), ("h", "y", ["relu", "identity"]),
+                     ("x", "y", ["linear", "identity"])])
+    net = BayesianSupernet(s).supernet
+    copy = pickle.loads(pickle.dumps(net))
+    w = torch.randn(net.num_parameters)
+    gammas = [torch.tensor([0.2, 0.5, 0.3]), torch.tensor([0.6, 0.4]), torch.tensor([0.7, 0.3])]
+    x = torch.randn(5, 3)
+    assert torch.equal(copy(x, w, gammas), net(x, w, gammas))
