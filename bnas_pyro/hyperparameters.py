@@ -58,12 +58,16 @@ class HyperParameters(nn.Module):
 
     def precision_per_parameter(self) -> Tensor:
         """A expanded to one value per scalar weight, shape ``(num_parameters,)``."""
-        A = self.log_precision.exp()
+        return self.log_precision_per_parameter().exp()
+
+    def log_precision_per_parameter(self) -> Tensor:
+        """log A expanded to one value per scalar weight, shape ``(num_parameters,)``."""
+        log_a = self.log_precision
         if self.precision_level == "group":
-            return A[self.group_index]
+            return log_a.index_select(0, self.group_index)   # faster than log_a[index]
         if self.precision_level == "shared":
-            return A.expand(self.group_index.shape)
-        return A
+            return log_a.expand(self.group_index.shape)
+        return log_a
 
     def fix_structure_prior(self, logits: "Tensor | list[float] | None" = None) -> None:
         """State the structure prior instead of learning it: m set to ``logits`` (all edges

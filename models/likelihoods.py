@@ -11,13 +11,9 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .protocol import SupernetModel
+from .protocol import SupernetModel, not_overridden
 
 OBS_SITE = "obs"
-
-
-def _not_overridden(obj, base, *names: str) -> bool:
-    return all(getattr(type(obj), n) is getattr(base, n) for n in names)
 
 
 class Likelihood:
@@ -65,7 +61,7 @@ class CategoricalLikelihood(Likelihood):
         return dist.Categorical(logits=f)
 
     def supports_fused_terms(self) -> bool:
-        return _not_overridden(self, CategoricalLikelihood, "__call__", "distribution")
+        return not_overridden(self, CategoricalLikelihood, "__call__", "distribution")
 
     def fused_log_likelihood(self, model, f, y, num_data=None):
         scale = 1.0 if num_data is None else int(num_data) / f.shape[0]
@@ -98,7 +94,7 @@ class NormalLikelihood(Likelihood):
         return dist.Normal(f, scale).to_event(f.dim() - 1)
 
     def supports_fused_terms(self) -> bool:
-        return _not_overridden(self, NormalLikelihood, "__call__", "distribution")
+        return not_overridden(self, NormalLikelihood, "__call__", "distribution")
 
     def fused_log_likelihood(self, model, f, y, num_data=None):
         scale = model.hyper.log_noise_precision.mul(-0.5).exp()

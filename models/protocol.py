@@ -17,3 +17,9 @@ class SupernetModel(Protocol):
     supernet: Any
     hyper: Any
     temperature: float
+
+
+def not_overridden(obj: object, base: type, *names: str) -> bool:
+    """Whether ``obj``'s class keeps ``base``'s own ``names`` (a subclass that overrides one of
+    them may compute something else, so the fused fast path must not stand in for it)."""
+    return all(getattr(type(obj), n) is getattr(base, n) for n in names)

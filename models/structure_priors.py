@@ -22,7 +22,7 @@ from torch.distributions.utils import clamp_probs
 
 from bnas_pyro.distributions import ExpRelaxedCategorical
 
-from .protocol import SupernetModel
+from .protocol import SupernetModel, not_overridden
 
 #: marks structure sites for the objectives (KL(q(Gamma) || p(Gamma|h)) is reported apart)
 STRUCTURE_ROLE = {"bnas_role": "structure"}
@@ -169,10 +169,6 @@ class ConcreteGroups:
         return self._assemble(self._masked(self.rows(value), present).log_softmax(-1))
 
 
-def _not_overridden(obj, base, *names: str) -> bool:
-    return all(getattr(type(obj), n) is getattr(base, n) for n in names)
-
-
 class ConcreteStructurePrior:
     """p(Gamma | m, c_temp) = prod_{edges} Concrete(gamma^{e}; m^{e}, c_temp).
 
@@ -196,7 +192,7 @@ class ConcreteStructurePrior:
     def supports_fused_terms(self) -> bool:
         """Whether :meth:`fused_log_prob` computes what :meth:`__call__` samples (not so in a
         subclass that changes the prior)."""
-        return _not_overridden(self, ConcreteStructurePrior, "__call__")
+        return not_overridden(self, ConcreteStructurePrior, "__call__")
 
     def fused_log_prob(self, model: SupernetModel, value: Tensor, groups: ConcreteGroups) -> Tensor:
         """log p(Gamma | m, c_temp) at ``value`` (log gamma per group), summed over the edges."""

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from bnas_pyro.distributions import StructureScaledNormal
 
-from .protocol import SupernetModel
+from .protocol import SupernetModel, not_overridden
 
 WEIGHT_SITE = "weights"
 
@@ -62,8 +62,7 @@ class GaussianWeightPrior:
         return dist.Normal(torch.zeros_like(scale), scale).to_event(1)
 
     def supports_fused_terms(self) -> bool:
-        return all(getattr(type(self), n) is getattr(GaussianWeightPrior, n)
-                   for n in ("__call__", "distribution"))
+        return not_overridden(self, GaussianWeightPrior, "__call__", "distribution")
 
     def fused_distribution(self, model: SupernetModel, log_gamma: Tensor):
         """:meth:`distribution` with log gamma given per group (edge, primitive), unvalidated."""
@@ -76,15 +75,7 @@ class GaussianWeightPrior:
 
     def fused_log_precision(self, model: SupernetModel) -> Tensor | None:
         """log A per parameter for the plain prior N(0, A^{-1}); ``None`` when scaled by gamma."""
-        if self.scaled:
-            return None
-        hyper = model.hyper
-        log_a = hyper.log_precision
-        if hyper.precision_level == "group":
-            return log_a.index_select(0, hyper.group_index)   # faster than log_a[index]
-        if hyper.precision_level == "shared":
-            return log_a.expand(hyper.group_index.shape)
-        return log_a
+        return None if self.scaled else model.hyper.log_precision_per_parameter()
 
     def __call__(self, model: SupernetModel, log_gammas: Sequence[Tensor | None]) -> Tensor:
         return pyro.sample(WEIGHT_SITE, self.distribution(model, log_gammas))
