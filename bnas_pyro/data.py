@@ -286,13 +286,19 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 # ---------------------------------------------------------------------------- splitting
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """The (train, val, test) sizes of a split of ``n`` rows (what :func:`_split_indices` cuts)."""
+    n_test = int(round(test_fraction * n))
+    n_val = int(round(val_fraction * n))
+    return n - n_test - n_val, n_val, n_test
+
+
 def _split_indices(n: int, y: np.ndarray | None, val_fraction: float, test_fraction: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train / val / test indices; stratified by ``y`` when it is given."""
     rng = np.random.default_rng(seed)
-    n_test = int(round(test_fraction * n))
-    n_val = int(round(val_fraction * n))
-    if n - n_test - n_val < 2:
+    n_train, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
+    if n_train < 2:
         raise ValueError(f"fractions val={val_fraction}, test={test_fraction} leave fewer than "
                          f"2 of {n} points for training")
     if y is None:
@@ -464,8 +470,7 @@ def load_file(path: "str | Path", target: "str | int | None" = None, task: Task 
     table = read_data_file(path, target, task, categorical)
     n = len(table.y)
     classification = table.task == "classification"
-    n_test, n_val = int(round(test_fraction * n)), int(round(val_fraction * n))
-    n_train = n - n_test - n_val
+    n_train, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
     need_val, need_test = val_fraction > 0, test_fraction > 0
     n_classes = len(table.class_names) if classification else None
     if (n_train < max(2, n_classes or 0) or (need_val and n_val < 1) or (need_test and n_test < 1)):

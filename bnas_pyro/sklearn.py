@@ -160,20 +160,27 @@ class _BNASEstimator(BaseEstimator):
                     result.model, result.guide, x, t, num_particles=20))
                 self.network_ = None
                 if self.prediction == "derived":
-                    self.network_ = self._retrain(config, parts.space, result, x, t)
+                    self.network_ = self._retrain(config, parts.space, result, x, t, data)
         finally:
             torch.set_num_threads(previous)
         self.data_ = data
         return self
 
-    def _retrain(self, config, space, result, x, t) -> DerivedNetwork:
+    def _retrain(self, config, space, result, x, t, data: SplitData) -> DerivedNetwork:
+        """The derived network retrained on the standardised (x, t); it then carries ``data``'s
+        standardisation and target scaling, so it predicts from raw features."""
         net, _ = derive_network(result, space, result.structure, int(self.random_state))
         net = net.to(dtype=x.dtype)
         r = config.retrain
         train_network(net, x, t, self._task, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr,
                       weight_decay=r.weight_decay, seed=int(self.random_state))
         self.residual_std_ = (residual_std(net, x, t) if self._task == "regression" else None)
-        return net
+        return net.set_preprocessing_from(data)
+
+    def _raw(self, X) -> torch.Tensor:
+        """X validated, as float64 (what the derived network standardises itself)."""
+        check_is_fitted(self, "search_result_")
+        return torch.as_tensor(validate_data(self, X, reset=False, dtype=np.float64))
 
     def _standardised(self, X) -> torch.Tensor:
         check_is_fitted(self, "search_result_")
@@ -230,12 +237,10 @@ class BNASClassifier(ClassifierMixin, _BNASEstimator):
         return self._fit(X, y)
 
     def predict_proba(self, X) -> np.ndarray:
-        x = self._standardised(X)
-        if self.prediction == "derived":
-            with torch.no_grad():
-                probs = torch.softmax(self.network_.core(x), -1)
+        if self.prediction == "derived":  # the network standardises raw features itself
+            probs = self.network_.predict_proba(self._raw(X))
         else:
-            probs = self._bma(x)["probs"]
+            probs = self._bma(self._standardised(X))["probs"]
         return probs.double().cpu().numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
@@ -260,18 +265,17 @@ class BNASRegressor(RegressorMixin, _BNASEstimator):
         return self._fit(X, y)
 
     def predict(self, X, return_std: bool = False):
-        x = self._standardised(X)
-        if self.prediction == "derived":
+        if self.prediction == "derived":  # raw features in, the target's units out
             with torch.no_grad():
-                mean = self.network_.core(x).reshape(-1).double()
-            std = torch.full_like(mean, float(self.residual_std_))
+                mean = self.network_(self._raw(X)).reshape(-1).double()
+            std = torch.full_like(mean, float(self.residual_std_) * self.y_scale_)
         else:
-            pred = self._bma(x)
-            mean = pred["mean"].reshape(-1)
-            std = pred["variance"].reshape(-1).clamp_min(0).sqrt()
-        mean = (mean * self.y_scale_ + self.y_mean_).cpu().numpy()
+            pred = self._bma(self._standardised(X))
+            mean = pred["mean"].reshape(-1) * self.y_scale_ + self.y_mean_
+            std = pred["variance"].reshape(-1).clamp_min(0).sqrt() * self.y_scale_
+        mean = mean.cpu().numpy()
         if return_std:
-            return mean, (std * self.y_scale_).cpu().numpy()
+            return mean, std.cpu().numpy()
         return mean
 
 

@@ -62,17 +62,39 @@ class PointSupernet(nn.Module):
 
     @property
     def structure(self) -> dict[str, str]:
-        """argmax alpha per edge, as edge name -> primitive label."""
+        """argmax alpha per edge over all its primitives (zero included), as edge -> label."""
         return self.derive(exclude_zero=False)
 
-    def derive(self, exclude_zero: bool = False) -> dict[str, str]:
-        """argmax alpha per edge; with ``exclude_zero`` the zero/none op is never chosen (DARTS's
-        own derivation rule) unless it is the edge's only primitive."""
+    def derive(self, exclude_zero: bool = False, top_k: int | None = None) -> dict[str, str]:
+        """The discrete structure read off alpha, as edge name -> primitive label.
+
+        ``exclude_zero=False``: argmax alpha per edge over all its primitives.  ``exclude_zero``:
+        DARTS's own derivation rule (Liu, Simonyan, Yang 2019, section 2.4): on every edge the
+        strongest operation, strength ``softmax(alpha^e)_l``, among the *non-zero* candidates
+        (the zero op's strength is underdetermined there, so it is never chosen, unless it is
+        the edge's only primitive).  ``top_k`` (with ``exclude_zero``) adds the rule's edge
+        pruning: each node keeps the ``top_k`` incoming edges whose chosen operation is
+        strongest (DARTS: k = 2 in convolutional cells, k = 1 in recurrent ones); the others
+        get their zero op where they offer one.  ``None`` keeps every edge.
+        """
+        if top_k is not None and (not exclude_zero or int(top_k) < 1):
+            raise ValueError(f"top_k={top_k!r} needs exclude_zero=True and top_k >= 1")
         probs = self.edge_probabilities()
-        out = {}
+        out, strength = {}, {}
         for e, prims in zip(self.space.edges, self.space.primitive_instances):
             allowed = [l for l in range(len(e)) if not (exclude_zero and prims[l].is_zero)] or [0]
-            out[e.name] = e.labels[max(allowed, key=lambda l: probs[e.name][l])]
+            best = max(allowed, key=lambda l: probs[e.name][l])
+            out[e.name], strength[e.name] = e.labels[best], probs[e.name][best]
+        if top_k is not None:
+            for node in {e.target for e in self.space.edges}:
+                incoming = [(e, prims) for e, prims in zip(self.space.edges,
+                                                           self.space.primitive_instances)
+                            if e.target == node]
+                ranked = sorted(incoming, key=lambda ep: -strength[ep[0].name])
+                for e, prims in ranked[int(top_k):]:
+                    zeros = [l for l, p in enumerate(prims) if p.is_zero]
+                    if zeros:
+                        out[e.name] = e.labels[zeros[0]]
         return out
 
     def weight_parameters(self) -> list[nn.Parameter]:

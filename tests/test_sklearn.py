@@ -79,9 +79,33 @@ def test_derived_prediction_is_the_retrained_network():
                          retrain_epochs=100, config={"retrain": {"batch_size": 32}}).fit(X, y)
     net = clf.network()
     np.testing.assert_array_equal(clf.predict(X), net.predict(X))
+    np.testing.assert_array_equal(clf.predict_proba(X), net.predict_proba(X).double().numpy())
+    # the same numbers as the bare network on inputs standardised once, by hand
+    z = (torch.as_tensor(X) - torch.as_tensor(clf.x_mean_)) / torch.as_tensor(clf.x_scale_)
+    with torch.no_grad():
+        by_hand = torch.softmax(net.core(z.to(next(net.parameters()).dtype)), -1)
+    np.testing.assert_allclose(clf.predict_proba(X), by_hand.double().numpy(), rtol=1e-6)
     assert clf.score(X, y) > 0.9
     with pytest.raises(ValueError, match="prediction must be 'bma' or 'derived'"):
         BNASClassifier(prediction="mode").fit(X, y)
+
+
+def test_derived_regressor_predicts_with_the_exported_network():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((80, 3)) * [1, 3, 0.5] + [2, -4, 1]
+    y = X @ np.array([1.0, -0.5, 2.0]) + 10 + 0.3 * rng.standard_normal(80)
+    reg = BNASRegressor(space_options={"hidden": 4}, epochs=20, batch_size=40,
+                        prediction="derived", retrain_epochs=30).fit(X, y)
+    net = reg.network()
+    mean, std = reg.predict(X, return_std=True)
+    with torch.no_grad():
+        exported = net(torch.as_tensor(X)).reshape(-1).double().numpy()
+        z = (torch.as_tensor(X) - torch.as_tensor(reg.x_mean_)) / torch.as_tensor(reg.x_scale_)
+        core = net.core(z.to(next(net.parameters()).dtype)).reshape(-1).double().numpy()
+    np.testing.assert_array_equal(mean, exported)
+    np.testing.assert_allclose(mean, core * reg.y_scale_ + reg.y_mean_, rtol=1e-6)
+    np.testing.assert_allclose(std, reg.residual_std_ * reg.y_scale_)
+    assert reg.score(X, y) > 0.8  # R^2 of a near-linear target
 
 
 def test_regressor_matches_bayesian_ridge_on_a_linear_model():

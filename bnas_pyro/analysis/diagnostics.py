@@ -42,6 +42,23 @@ def _probabilities(record: Any) -> Mapping[str, Sequence[float]]:
     return getattr(record, "structure_probabilities", {})
 
 
+SHORT_SEARCH_CAUSE = ("most likely too short a search: with the weights still near 0 the evidence "
+                      "prefers 'zero' on every edge; raise search.epochs (or remove 'zero' from "
+                      "the primitives)")
+
+
+def structure_warnings(space: Any, structure: Mapping[str, str],
+                       cause: str = SHORT_SEARCH_CAUSE) -> list[dict[str, str]]:
+    """The ``disconnected`` warning of any structure (of this search or of a baseline's), with
+    ``cause`` as its likely cause; empty when the input reaches the output."""
+    if not collapse_statistics(space, structure)["disconnected"]:
+        return []
+    return [{"code": "disconnected",
+             "message": "the found structure has no path of non-zero operations from the input "
+                        "to the output: its predictions do not depend on the input (chance level)",
+             "cause": cause}]
+
+
 def search_warnings(space: Any, structure: Mapping[str, str], history: Sequence[Any],
                     gain_fraction: float = 0.1, probability_change: float = 0.1,
                     min_steps: int = 4) -> list[dict[str, str]]:
@@ -56,14 +73,7 @@ def search_warnings(space: Any, structure: Mapping[str, str], history: Sequence[
             "message": f"the objective became non-finite (NaN or inf) at outer step {bad[0]}",
             "cause": "the optimisation diverged: lower search.lr or search.hyper_lr, or check "
                      "the scale of the data"})
-    if collapse_statistics(space, structure)["disconnected"]:
-        warnings.append({
-            "code": "disconnected",
-            "message": "the found structure has no path of non-zero operations from the input "
-                       "to the output: its predictions do not depend on the input (chance level)",
-            "cause": "most likely too short a search: with the weights still near 0 the evidence "
-                     "prefers 'zero' on every edge; raise search.epochs (or remove 'zero' "
-                     "from the primitives)"})
+    warnings += structure_warnings(space, structure)
     steps = len(history)
     if steps < min_steps:
         warnings.append({
@@ -103,4 +113,4 @@ def warning_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["search_warnings", "warning_lines"]
+__all__ = ["SHORT_SEARCH_CAUSE", "search_warnings", "structure_warnings", "warning_lines"]

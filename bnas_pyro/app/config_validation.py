@@ -218,7 +218,8 @@ def _check_data_source(data: Any) -> None:
     from bnas_pyro.data_files import is_data_file
 
     if data.path is not None and is_data_file(data.path):
-        if data.name != "digits" and not dataset_info(data.name).reads_path:
+        default_name = next(f.default for f in dataclasses.fields(data) if f.name == "name")
+        if data.name != default_name and not dataset_info(data.name).reads_path:
             raise ConfigError("data.name", f"data.path {data.path!r} is a data file; "
                                            f"data.name {data.name!r} cannot be used with it")
         if data.m is not None:
