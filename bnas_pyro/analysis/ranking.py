@@ -97,6 +97,18 @@ class EvidenceEstimate:
         return (self.elbo, self.elbo_se) if bound == "elbo" else (self.iw_bound, self.iw_se)
 
 
+def unrankable_reason(model) -> str | None:
+    """Why the structures of ``model`` cannot be ranked (``None``: they can): the refit's q(W | s)
+    follows the prior off s, so the weight prior must be the Gaussian one (analytic KL per group)."""
+    from bnas_pyro.models.weight_priors import GaussianWeightPrior
+
+    prior = getattr(model, "weight_prior", None)
+    if not isinstance(prior, GaussianWeightPrior):
+        return (f"ranking refits q(W | s) against the Gaussian weight prior; this model's weight "
+                f"prior is {type(prior).__name__}")
+    return None
+
+
 def candidate_structures(model, guide, k: int) -> list[tuple[float, tuple[int, ...]]]:
     """The k most probable structures under q as (q(s), primitive index per edge), best first:
     a joint q(s) read directly, any other guide through its per-edge marginals."""
@@ -203,9 +215,11 @@ def refit_structure(model, guide, choice: Sequence[int], x: Tensor, y: Tensor,
 
 @torch.no_grad()
 def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequence[int],
-                      num_draws: int = 200, row_chunk: int = 4096) -> EvidenceEstimate:
+                      num_draws: int = 200, row_chunk: int = 4096,
+                      draw_chunk: int = 50) -> EvidenceEstimate:
     """ELBO_s and IW_s of q(W | s) = ``refit`` at structure ``choice`` from ``num_draws`` weight
-    draws on all of (x, y) (module docstring)."""
+    draws on all of (x, y) (module docstring), ``draw_chunk`` draws and ``row_chunk`` rows to one
+    vectorised forward pass."""
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 (a standard error needs two draws), got {num_draws}")
     model = refit.model
@@ -226,16 +240,20 @@ def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequ
                else dist.MultivariateNormal(refit.loc[a:b], scale_tril=refit._tril(g, scale)))
         parts.append((a, b, p_g, q_g))
     ll, log_ratio = [], []
-    for _ in range(int(num_draws)):
-        w = refit.sample_weights()
-        total = sum(float(refit.log_likelihoods(x[i:i + row_chunk], y[i:i + row_chunk], w,
-                                                s[None])[0])
+    for first in range(0, int(num_draws), draw_chunk):
+        count = min(draw_chunk, int(num_draws) - first)
+        w = torch.stack([refit.sample_weights() for _ in range(count)])        # (count, P)
+        rows = s[None].expand(count, -1)
+        # one vmapped forward per chunk of draws (and of rows)
+        total = sum(refit.log_likelihoods(x[i:i + row_chunk], y[i:i + row_chunk], w, rows)
                     for i in range(0, x.shape[0], row_chunk))
-        ll.append(total)
-        log_ratio.append(sum(float(p_g.log_prob(w[a:b]) - q_g.log_prob(w[a:b]))
-                             for a, b, p_g, q_g in parts))
-    ll_t = torch.tensor(ll, dtype=torch.float64)
-    log_w = ll_t + torch.tensor(log_ratio, dtype=torch.float64)
+        ll.append(total.double())
+        ratio = w.new_zeros(count)
+        for a, b, p_g, q_g in parts:
+            ratio = ratio + p_g.log_prob(w[:, a:b]) - q_g.log_prob(w[:, a:b])
+        log_ratio.append(ratio.double())
+    ll_t = torch.cat(ll).cpu()
+    log_w = ll_t + torch.cat(log_ratio).cpu()
     d = float(num_draws)
     elbo = float(ll_t.mean()) - kl
     elbo_se = float(ll_t.std() / math.sqrt(d))
@@ -266,6 +284,9 @@ def rank_structures(model, guide, x: Tensor, y: Tensor, k: int = 5, refit_steps:
     left as it was (the refits are seeded by ``seed``)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    reason = unrankable_reason(model)
+    if reason is not None:
+        raise ValueError(reason)
     if bound not in ("auto", "elbo", "importance"):
         raise ValueError(f"bound must be 'auto', 'elbo' or 'importance', got {bound!r}")
     if structures is not None:
@@ -325,4 +346,4 @@ def format_ranking(ranking: list[RankedEvidence], single: tuple[str, ...] = ()) 
 
 __all__ = ["EvidenceEstimate", "FULL_RANK_MAX_GROUP", "MIN_IW_ESS_FRACTION", "RankedEvidence", "candidate_structures",
            "estimate_evidence", "format_ranking", "rank_structures", "refit_family",
-           "refit_structure", "structure_index"]
+           "refit_structure", "structure_index", "unrankable_reason"]
