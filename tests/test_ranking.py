@@ -118,3 +118,47 @@ def test_rank_every_guide_three_seeds(guide_name):
         check_against_closed_form(ranking, X, y, "iw_bound")
         check_against_closed_form(ranking, X, y, "elbo")
         assert all(math.isfinite(r.iw_ess) for r in ranking)
+
+
+# ------------------------------------------------------------------ compare ranks by evidence
+def restricted_fit(seed, included, steps=600):
+    """A mean-field search on the space restricted to one subset of the feature groups."""
+    X, y = subset_data(seed)
+    space = subset_space()
+    choice = {e.name: (e.labels[0] if (not e.name.startswith("x->") or included[int(e.name[-1])])
+                       else "zero") for e in space.edges}
+    model = fixed_model(space.restrict(choice))
+    guide = MeanFieldGuide(model, generator=torch.Generator().manual_seed(seed)).double()
+    x, t = torch.tensor(X), torch.tensor(y)
+    fit_fixed_h(model, guide, x, t, steps, seed=seed)
+    return SearchResult(model, guide, []), X, y, x, t
+
+
+def test_compare_ranks_results_by_evidence_against_the_closed_form():
+    """Three results, each a search on one subset of the feature groups: compare orders them by
+    evidence as the closed form does, each within 1 nat, with PSIS-LOO and its Pareto k beside."""
+    import warnings
+
+    from bnas_pyro import compare
+
+    torch.set_num_threads(1)
+    subsets = {"g0 g1": (1, 1, 0, 0), "g0 g1 g2": (1, 1, 1, 0), "g0": (1, 0, 0, 0)}
+    results, exact = {}, {}
+    for name, inc in subsets.items():
+        result, X, y, x, t = restricted_fit(1, [bool(i) for i in inc])
+        results[name] = result
+        exact[name] = subset_log_evidence(X, y, [bool(i) for i in inc])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # Pareto k of the poor fit "g0"
+        table = compare(results, x, t, num_draws=200)
+    print(table[["rank", "evidence", "evidence_se", "beats_next", "bound", "elpd_loo",
+                 "pareto_k_max", "pareto_k_over_0.7"]].to_string())
+    print("closed form", exact)
+    assert list(table.index) == sorted(exact, key=lambda n: -exact[n])
+    for name in subsets:
+        assert abs(table.loc[name, "evidence"] - exact[name]) < 1.0, (name, exact[name])
+        assert 0 < table.loc[name, "evidence_se"] < 1.0
+    assert list(table["rank"]) == [0, 1, 2] and math.isnan(table["beats_next"].iloc[-1])
+    assert (table["beats_next"].iloc[:-1] >= 0.5).all()
+    for column in ("elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_max", "pareto_k_over_0.7"):
+        assert np.isfinite(table[column].astype(float)).all(), column

@@ -264,6 +264,37 @@ def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequ
     return EvidenceEstimate(elbo, elbo_se, iw, iw_se, ess)
 
 
+def evidence_of(model, guide, choice: Sequence[int], x: Tensor, y: Tensor, refit_steps: int = 300,
+                num_draws: int = 200, lr: float = 0.02, seed: int = 0, weights: str = "auto",
+                batch_size: int | None = None) -> EvidenceEstimate:
+    """:func:`refit_structure` then :func:`estimate_evidence` at one structure, seeded by ``seed``;
+    the global random state is left as it was."""
+    devices = [x.device.index or 0] if x.is_cuda else []
+    family = refit_family(model, guide, weights)
+    with torch.random.fork_rng(devices=devices):
+        refit = refit_structure(model, guide, choice, x, y, refit_steps, lr, family, seed,
+                                batch_size)
+        torch.manual_seed(seed + 1)
+        return estimate_evidence(refit, x, y, choice, num_draws)
+
+
+def choose_bound(estimates: Sequence[EvidenceEstimate], bound: str, num_draws: int) -> str:
+    """The one bound a set of estimates is compared by: ``bound`` itself, or for ``"auto"`` the
+    importance-weighted one when every estimate's ESS reaches :data:`MIN_IW_ESS_FRACTION` of the
+    draws, else the ELBO."""
+    if bound not in ("auto", "elbo", "importance"):
+        raise ValueError(f"bound must be 'auto', 'elbo' or 'importance', got {bound!r}")
+    if bound != "auto":
+        return bound
+    enough = all(e.iw_ess >= MIN_IW_ESS_FRACTION * num_draws for e in estimates)
+    return "importance" if enough else "elbo"
+
+
+def beats_probability(a: float, se_a: float, b: float, se_b: float) -> float:
+    """P(a beats b) = Phi((a - b) / sqrt(se_a^2 + se_b^2)), two independent Gaussian estimates."""
+    return _beats(a, se_a, b, se_b)
+
+
 def _beats(a: float, se_a: float, b: float, se_b: float) -> float:
     sd = math.sqrt(se_a**2 + se_b**2)
     if sd > 0:
@@ -298,19 +329,13 @@ def rank_structures(model, guide, x: Tensor, y: Tensor, k: int = 5, refit_steps:
             candidates.append((q, choice))
     else:
         candidates = candidate_structures(model, guide, k)
-    devices = [x.device.index or 0] if x.is_cuda else []
-    family = refit_family(model, guide, weights)
     rows = []
-    with torch.random.fork_rng(devices=devices):
-        for q, choice in candidates:
-            refit = refit_structure(model, guide, choice, x, y, refit_steps, lr, family, seed,
-                                    batch_size)
-            torch.manual_seed(seed + 1)
-            est = estimate_evidence(refit, x, y, choice, num_draws)
-            rows.append((q, choice, est, _log_prior(model, choice)))
-    if bound == "auto":
-        enough = all(r[2].iw_ess >= MIN_IW_ESS_FRACTION * num_draws for r in rows)
-        bound = "importance" if enough else "elbo"
+    for q, choice in candidates:
+        est = evidence_of(model, guide, choice, x, y, refit_steps, num_draws, lr, seed, weights,
+                          batch_size)
+        rows.append((q, choice, est, _log_prior(model, choice)))
+    bound = choose_bound([r[2] for r in rows], bound, num_draws)
+    family = refit_family(model, guide, weights)
     rows.sort(key=lambda r: -(r[2].value(bound)[0] + r[3]))
     scores = torch.tensor([r[2].value(bound)[0] + r[3] for r in rows], dtype=torch.float64)
     post = torch.softmax(scores, 0).tolist()
@@ -344,6 +369,7 @@ def format_ranking(ranking: list[RankedEvidence], single: tuple[str, ...] = ()) 
     return "\n".join(lines)
 
 
-__all__ = ["EvidenceEstimate", "FULL_RANK_MAX_GROUP", "MIN_IW_ESS_FRACTION", "RankedEvidence", "candidate_structures",
-           "estimate_evidence", "format_ranking", "rank_structures", "refit_family",
+__all__ = ["EvidenceEstimate", "FULL_RANK_MAX_GROUP", "MIN_IW_ESS_FRACTION", "RankedEvidence",
+           "beats_probability", "candidate_structures", "choose_bound", "estimate_evidence",
+           "evidence_of", "format_ranking", "rank_structures", "refit_family",
            "refit_structure", "structure_index", "unrankable_reason"]
