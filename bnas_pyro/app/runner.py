@@ -91,9 +91,10 @@ def analysis_rows(n: int, max_rows: int | None, seed: int) -> Tensor | None:
 def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
                       ) -> list[dict[str, Any]] | None:
     """The top ``analysis.rank_k`` structures by refitted evidence on the training split, for any
-    guide (:func:`bnas_pyro.analysis.ranking.rank_structures`); full batch up to
-    ``analysis.max_rows`` rows, minibatches of ``search.batch_size`` beyond.  ``None`` when
-    ``rank_k`` is 0 or the model cannot be ranked (a warning says why)."""
+    guide (:func:`bnas_pyro.analysis.ranking.rank_structures`); the refits on minibatches of
+    ``analysis.rank_batch_size`` rows (full batch when the split is no larger), the evidence on
+    every row.  ``None`` when ``rank_k`` is 0 or the model cannot be ranked (a warning says
+    why)."""
     a = config.analysis
     if a.rank_k <= 0:
         return None
@@ -102,7 +103,7 @@ def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
         warnings.warn(f"no structure ranking: {reason}", stacklevel=2)
         return None
     n = len(data.y_train)
-    batch = None if a.max_rows is None or n <= a.max_rows else config.search.batch_size
+    batch = None if a.rank_batch_size is None or n <= a.rank_batch_size else a.rank_batch_size
     return [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
                                              refit_steps=a.rank_refit_steps, seed=config.seed,
                                              batch_size=batch)]
