@@ -16,7 +16,7 @@ The package reads in the order the data flows (the method, with every formula: `
 - :mod:`bnas_pyro.app`: configuration, the run directory and the ``bnas-pyro`` command.
 """
 
-from bnas_pyro.analysis.arviz_data import compare
+from bnas_pyro.analysis.comparison import compare
 from bnas_pyro.analysis.export import DerivedNetwork, load_network
 from bnas_pyro.analysis.result import OuterRecord, SearchResult
 from bnas_pyro.coefficients import Coefficients

@@ -3,7 +3,7 @@
 Every entry point (:meth:`BilevelSearch.prepare <bnas_pyro.search.bilevel.BilevelSearch.prepare>`,
 :meth:`InnerLoop.run <bnas_pyro.inference.InnerLoop.run>` and so :func:`bnas_pyro.fit`,
 :func:`~bnas_pyro.analysis.arviz_data.to_inference_data` and so
-:func:`~bnas_pyro.analysis.arviz_data.compare`, the posterior-predictive metrics, a derived
+:func:`~bnas_pyro.analysis.comparison.compare`, the posterior-predictive metrics, a derived
 network's input) calls :func:`check_data` or :func:`check_network_input` before any arithmetic,
 so a wrong input fails with a message that names it and says what to convert, instead of deep in
 a matrix product:

@@ -7,9 +7,17 @@ build and drive stages as ``bnas-pyro search``, :mod:`bnas_pyro.app.builders`,
 
 - ``structure_``: edge -> primitive, the argmax structure of q (METHOD.md sections 2-3);
 - ``structure_probabilities_``: edge -> q(argmax gamma^e = l) per primitive;
-- ``ranking_``: the ``top_k`` most probable structures under q, ``[(structure, probability)]``;
-- ``evidence_``, ``evidence_se_``: the ELBO, a lower bound of log p(D | h), on the fitted data
-  (Monte Carlo estimate and its standard error);
+- ``ranking_``: the ``top_k`` most probable structures under q ranked by their evidence on the
+  fitted data, best first: a list of :class:`~bnas_pyro.analysis.ranking.RankedEvidence`
+  (``structure``, ``evidence`` +- ``evidence_se``, ``q``, ``beats_next``: the probability that it
+  beats the next; q(W | s) refitted ``rank_refit_steps`` steps at each structure,
+  :func:`~bnas_pyro.analysis.ranking.rank_structures`, METHOD.md sections 2-3); empty when
+  ``top_k`` is 0;
+- ``evidence_``, ``evidence_se_``: the evidence estimate log p(D | s, h) of the best-ranked
+  structure and its standard error (``nan`` when ``top_k`` is 0);
+- ``top_structures_``: the ``top_k`` most probable structures under q, ``[(structure, probability)]``;
+- ``elbo_``, ``elbo_se_``: the ELBO of q(W, Gamma), a lower bound of log p(D | h), on the fitted
+  data (Monte Carlo estimate and its standard error);
 - ``n_features_in_``, ``feature_names_in_`` (when X has column names), ``classes_``.
 
 **Predictions.** ``prediction="bma"`` (the default) is Bayesian model averaging over q:
@@ -24,6 +32,7 @@ derived network instead: the argmax structure, retrained from scratch for ``retr
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bnas_pyro.analysis.export import DerivedNetwork
 from bnas_pyro.analysis.metrics import posterior_predictive
+from bnas_pyro.analysis.ranking import RankedEvidence, unrankable_reason
 from bnas_pyro.app.builders import build_parts
 from bnas_pyro.app.config import config_from_dict
 from bnas_pyro.app.drivers import drive
@@ -54,7 +64,8 @@ class _BNASEstimator(BaseEstimator):
             derived network).
         predictive_draws: S, the draws of q a ``"bma"`` prediction averages.
         retrain_epochs: retraining epochs of the derived network (``prediction="derived"``).
-        top_k: structures kept in ``ranking_``.
+        top_k: structures ranked in ``ranking_`` (0: no ranking).
+        rank_refit_steps: refit steps of q(W | s) per ranked structure.
         config: further keys of the run configuration as a nested dict (e.g.
             ``{"model": {"precision": "shared"}}``); the explicit parameters win.
         random_state: seeds the search and the predictive draws.
@@ -68,7 +79,8 @@ class _BNASEstimator(BaseEstimator):
                  mode: str = "evidence", guide: str = "mean_field", epochs: int = 100,
                  batch_size: int = 128, lr: float = 0.02, hyper_lr: float = 0.05,
                  prediction: str = "bma", predictive_draws: int = 50, retrain_epochs: int = 60,
-                 top_k: int = 5, config: Mapping[str, Any] | None = None,
+                 top_k: int = 5, rank_refit_steps: int = 300,
+                 config: Mapping[str, Any] | None = None,
                  random_state: int = 0, threads: int | None = 1, progress: bool = False):
         self.space = space
         self.space_options = space_options
@@ -82,6 +94,7 @@ class _BNASEstimator(BaseEstimator):
         self.predictive_draws = predictive_draws
         self.retrain_epochs = retrain_epochs
         self.top_k = top_k
+        self.rank_refit_steps = rank_refit_steps
         self.config = config
         self.random_state = random_state
         self.threads = threads
@@ -100,7 +113,7 @@ class _BNASEstimator(BaseEstimator):
                       batch_size=int(self.batch_size), lr=float(self.lr),
                       hyper_lr=float(self.hyper_lr))
         analysis = dict(tree.get("analysis") or {})
-        analysis.update(top_k=int(self.top_k), predictive_draws=int(self.predictive_draws))
+        analysis.update(top_k=max(int(self.top_k), 1), predictive_draws=int(self.predictive_draws))
         retrain = dict(tree.get("retrain") or {})
         retrain["epochs"] = int(self.retrain_epochs)
         tree.update(space=space, search=search, analysis=analysis, retrain=retrain,
@@ -153,11 +166,15 @@ class _BNASEstimator(BaseEstimator):
                 self.search_result_ = result
                 self.structure_ = dict(result.structure)
                 self.structure_probabilities_ = result.edge_probabilities()
-                self.ranking_ = [(dict(r.structure), float(r.probability))
-                                 for r in result.top_structures(int(self.top_k))]
+                self.top_structures_ = [(dict(r.structure), float(r.probability))
+                                        for r in result.top_structures(max(int(self.top_k), 1))]
                 torch.manual_seed(int(self.random_state))
-                self.evidence_, self.evidence_se_ = (float(v) for v in estimate_elbo(
+                self.elbo_, self.elbo_se_ = (float(v) for v in estimate_elbo(
                     result.model, result.guide, x, t, num_particles=20))
+                self.ranking_ = self._rank(result, x, t)
+                self.evidence_, self.evidence_se_ = (
+                    (self.ranking_[0].evidence, self.ranking_[0].evidence_se) if self.ranking_
+                    else (float("nan"), float("nan")))
                 self.network_ = None
                 if self.prediction == "derived":
                     self.network_ = self._retrain(config, parts.space, result, x, t, data)
@@ -165,6 +182,19 @@ class _BNASEstimator(BaseEstimator):
             torch.set_num_threads(previous)
         self.data_ = data
         return self
+
+    def _rank(self, result, x, t) -> list[RankedEvidence]:
+        k = int(self.top_k)
+        if k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if k == 0:
+            return []
+        reason = unrankable_reason(result.model)
+        if reason is not None:
+            warnings.warn(f"ranking_ is empty: {reason}", stacklevel=3)
+            return []
+        return result.rank(x, t, k=k, refit_steps=int(self.rank_refit_steps),
+                           seed=int(self.random_state))
 
     def _retrain(self, config, space, result, x, t, data: SplitData) -> DerivedNetwork:
         """The derived network retrained on the standardised (x, t); it then carries ``data``'s

@@ -6,7 +6,8 @@
 3. ``az.summary``, ``az.plot_posterior``, ``az.plot_forest``, ``az.loo`` on it, and the
    NaN-padded ``(chain, draw, edge, primitive)`` table of gamma;
 4. ``bnas_pyro.compare``: three candidate structures fitted as fixed networks and the searched
-   supernet, ranked by PSIS-LOO with ``az.compare``.
+   supernet, ranked by the evidence of each one's structure (refitted at the vertex), with
+   PSIS-LOO (``az.compare``) and its Pareto-k diagnostics beside it as a predictive check.
 
     python examples/arviz_analysis.py                    # about 2 minutes; plots in runs/arviz_analysis
     python examples/arviz_analysis.py --run-dir RUN_DIR  # analyse a bnas-pyro run's posterior.nc
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     idata = result.to_inference_data(x=data.x_train, y=data.y_train, num_draws=400, num_chains=4)
     analyse(idata, Path(args.out))
 
-    # Rank candidate structures, each fitted as a fixed network, by PSIS-LOO on the training data.
+    # Rank candidate structures, each fitted as a fixed network, by evidence on the training data.
     candidates = {
         "found": result.structure,
         "linear": {"x->h1": "linear", "x->h2": "zero", "h1->h2": "identity", "h1->y": "zero"},
@@ -96,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     fitted = {name: search(space.restrict(choice), data, args.epochs) for name, choice in candidates.items()}
     fitted["supernet"] = result
-    print("\nbnas_pyro.compare (az.compare, PSIS-LOO; best first):")
+    print("\nbnas_pyro.compare (by refitted evidence, best first; PSIS-LOO as a predictive check):")
     table = bnas_pyro.compare(fitted, data.x_train, data.y_train, num_draws=400)
-    print(table[["rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse"]].round(2).to_string())
+    print(table[["rank", "evidence", "evidence_se", "beats_next", "bound", "elpd_loo",
+                 "elpd_loo_se", "p_loo", "pareto_k_max", "pareto_k_over_0.7"]].round(3).to_string())
 
 
 if __name__ == "__main__":

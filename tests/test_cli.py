@@ -22,7 +22,8 @@ TINY = {
     "space": {"name": "mlp_cell", "options": {"hidden": 8}},
     "search": {"epochs": 6, "batch_size": 64, "lr": 0.03, "checkpoint_every": 5},
     "retrain": {"epochs": 30, "batch_size": 32},
-    "analysis": {"draws": 40, "chains": 2, "predictive_draws": 20, "top_k": 3},
+    "analysis": {"draws": 40, "chains": 2, "predictive_draws": 20, "top_k": 3,
+                 "rank_refit_steps": 60},
 }
 
 
@@ -86,6 +87,19 @@ def test_result_json_contents(run):
     # the progress callback evaluates every search.eval_every (10) outer steps and at the last
     evaluated = [h["step"] for h in r["history"] if "elbo" in h["extra"] and "val_acc" in h["extra"]]
     assert evaluated == [0, 5]
+    # the structures ranked by refitted evidence (the default mean-field guide has no bound per
+    # structure of its own): q's top 5, ordered by evidence + log prior, each with its error
+    ranking = r["analysis"]["ranking"]
+    assert len(ranking) == 5 and ranking[0]["bound"] in ("elbo", "importance")
+    scores = [e["evidence"] + e["log_prior"] for e in ranking]
+    assert scores == sorted(scores, reverse=True)
+    for e in ranking:
+        assert set(e["structure"]) == set(r["structure"])
+        assert math.isfinite(e["evidence"]) and e["evidence_se"] > 0 and 0 <= e["q"] <= 1
+        assert e["evidence"] == e["elbo" if e["bound"] == "elbo" else "iw_bound"]
+    assert all(0.5 <= e["beats_next"] <= 1 for e in ranking[:-1]) and ranking[-1]["beats_next"] is None
+    assert {tuple(sorted(t["structure"].items())) for t in top} <= {
+        tuple(sorted(e["structure"].items())) for e in ranking}
     rho = r["analysis"]["rho_histogram"]
     assert len(rho["counts"]) == len(rho["bin_edges"]) - 1
     from bnas_pyro.supernet import ParameterLayout
@@ -131,6 +145,9 @@ def test_report_prints_the_summary_and_redraws(run, capsys):
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "found structure" in text and "accuracy" in text
+    assert "ranked by evidence" in text
+    first = r["analysis"]["ranking"][0]
+    assert f"1. evidence {first['evidence']:.2f} +- {first['evidence_se']:.2f}" in text
     for edge, label in r["structure"].items():
         assert edge in text and label in text
     assert (out / "training.png").is_file()
@@ -190,7 +207,7 @@ def test_dtype_follows_the_config(tmp_path):
     network all run in float64 (the same path a ``device: cuda`` config takes)."""
     out = tmp_path / "f64"
     args = ["search", "-q", "--out", str(out), "--set", "dtype=float64", "--set", "data.name=wine",
-            "--set", "space.options={hidden: 4}", "--set", "search.epochs=1",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=1", "--set", "analysis.rank_k=0",
             "--set", "retrain.epochs=1", "--set", "analysis.draws=4",
             "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
     assert main(args) == 0
@@ -221,7 +238,7 @@ def _structure_of_checkpoint(run_dir):
 
 def test_enumerate_mode_through_the_cli(tmp_path, capsys):
     base = ["search", "-q", "--set", "data.name=wine", "--set", "space.options={hidden: 4}",
-            "--set", "search.mode=enumerate", "--set", "search.epochs=3", "--set", "retrain.epochs=2",
+            "--set", "search.mode=enumerate", "--set", "search.epochs=3", "--set", "analysis.rank_k=0", "--set", "retrain.epochs=2",
             "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
             "--set", "analysis.plots=false"]
     # 96 structures: enumerating all of them by default would take long, so num_runs is required
@@ -241,7 +258,7 @@ def test_enumerate_mode_through_the_cli(tmp_path, capsys):
 def test_regression_run_reports_rmse_in_original_units(tmp_path):
     out = tmp_path / "diabetes"
     args = ["search", "-q", "--out", str(out), "--set", "data.name=diabetes",
-            "--set", "space.options={hidden: 8}", "--set", "search.epochs=40",
+            "--set", "space.options={hidden: 8}", "--set", "search.epochs=40", "--set", "analysis.rank_k=0",
             "--set", "retrain.epochs=40", "--set", "analysis.draws=10",
             "--set", "analysis.predictive_draws=10", "--set", "analysis.plots=false"]
     assert main(args) == 0
@@ -263,7 +280,7 @@ def test_regression_run_reports_rmse_in_original_units(tmp_path):
 def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
     out = tmp_path / "restarts"
     args = ["search", "-q", "--out", str(out), "--set", "data.name=wine",
-            "--set", "space.options={hidden: 4}", "--set", "search.epochs=4",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=4", "--set", "analysis.rank_k=0",
             "--set", "search.restarts=3", "--set", "retrain.epochs=2", "--set", "analysis.draws=4",
             "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
     assert main(args) == 0
@@ -282,7 +299,7 @@ def test_restarts_keep_the_highest_elbo(tmp_path, capsys):
 def test_posterior_mean_init_saves_the_derived_network(tmp_path):
     out = tmp_path / "pm"
     args = ["search", "-q", "--out", str(out), "--set", "data.name=wine", "--set", "seed=2",
-            "--set", "space.options={hidden: 4}", "--set", "search.epochs=3",
+            "--set", "space.options={hidden: 4}", "--set", "search.epochs=3", "--set", "analysis.rank_k=0",
             "--set", "retrain.init=posterior_mean", "--set", "retrain.epochs=0",
             "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
             "--set", "analysis.plots=false"]
@@ -308,7 +325,7 @@ def test_posterior_mean_init_saves_the_derived_network(tmp_path):
 
 def test_criteria_modes_through_the_cli(tmp_path, capsys):
     base = ["search", "-q", "--set", "data.name=wine", "--set", "space.options={hidden: 4}",
-            "--set", "search.epochs=3", "--set", "retrain.epochs=2", "--set", "analysis.draws=4",
+            "--set", "search.epochs=3", "--set", "retrain.epochs=2", "--set", "analysis.draws=4", "--set", "analysis.rank_k=0",
             "--set", "analysis.predictive_draws=2", "--set", "analysis.plots=false"]
     # MAP is defined with point-mass weights: a mean-field guide is refused by name
     assert main(base + ["--set", "search.mode=map", "--out", str(tmp_path / "no")]) == 2

@@ -240,3 +240,117 @@ def test_c_struct_falls_towards_zero_as_c_temp_decreases():
     assert max(discrete[1:]) < 0.3 * log4, discrete
     # the differential entropy falls past 0, without bound
     assert differential[-1] < differential[2] < differential[1] < 0, differential
+
+
+# ------------------------------------------------------------------ a discrete q(s): StructuredGuide
+def _structured(precision, weights, seed=3):
+    """Two edges (4 x 2 = 8 structures), float32, a joint q(s) with exact zeros (the case that
+    gave NaN) and random q_g."""
+    from bnas_pyro.guides import StructuredGuide
+
+    space = SearchSpace({"x": 1, "h": 1, "y": 1},
+                        [("x", "h", POLY), ("h", "y", ["linear", "identity"])])
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=4.0), precision=precision)
+    guide = StructuredGuide(model, weights=weights, structure="joint")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.hyper.log_precision.copy_(torch.randn(model.hyper.log_precision.shape, generator=g))
+        guide.loc.copy_(torch.randn(guide.loc.shape, generator=g))
+        guide.scale_unconstrained.copy_(torch.randn(guide.loc.shape, generator=g) - 1)
+        logits = torch.randn(8, generator=g)
+        logits[[1, 6]] = -1.0e4                       # q(s) = 0 exactly in float32
+        guide.structure.logits.copy_(logits)
+        if weights == "full_rank":
+            for o in guide.offdiag:
+                o.copy_(0.4 * torch.randn(o.shape, generator=g))
+    return model, guide
+
+
+@pytest.mark.parametrize("precision", ["group", "shared"])
+@pytest.mark.parametrize("weights", ["mean_field", "full_rank"])
+def test_c_param_structured_guide_is_the_expectation_over_q_s(precision, weights):
+    """C_param = min_m KL(q(s) || p(s | m)) + min_A sum_g P_q(g in s) KL(q_g || N(0, A^-1)),
+    each minimum found numerically here (scipy) from torch's Gaussian KLs and the enumerated
+    q(s); finite although q(s) has exact zeros in float32."""
+    from scipy.optimize import minimize, minimize_scalar
+
+    model, guide = _structured(precision, weights)
+    c = parametric_complexity(model, guide)
+    assert math.isfinite(c.total) and math.isfinite(c.weights) and math.isfinite(c.structure)
+    q_s = guide.structure_probabilities().detach().double()
+    assert (q_s == 0).sum() == 2
+    choices = guide.structure.choices
+    offsets = torch.tensor(model.layout.group_offsets)
+    num_groups = model.layout.num_groups
+    presence = torch.zeros(num_groups, dtype=torch.float64)
+    for p, row in zip(q_s, choices):
+        presence[row + offsets] += p
+    scale = guide.scale.detach().double()
+    q_g = []
+    for g, (a, b) in enumerate(guide._group_bounds):
+        if a == b:
+            q_g.append(None)
+            continue
+        loc = guide.loc.detach().double()[a:b]
+        if weights == "full_rank":
+            tril = guide._tril(g, guide.scale).detach().double()
+            q_g.append(MultivariateNormal(loc, scale_tril=tril))
+        else:
+            q_g.append(Independent(Normal(loc, scale[a:b]), 1))
+
+    def weighted_kl(log_a, groups):
+        total = 0.0
+        for g in groups:
+            if q_g[g] is None or presence[g] == 0:
+                continue
+            n = q_g[g].mean.numel()
+            prior = Independent(Normal(torch.zeros(n, dtype=torch.float64),
+                                       torch.full((n,), math.exp(-0.5 * log_a), dtype=torch.float64)), 1)
+            total += float(presence[g] * kl_divergence(q_g[g], prior))
+        return total
+
+    if precision == "group":
+        expected_w = sum(minimize_scalar(weighted_kl, bounds=(-12, 12), args=([g],),
+                                         method="bounded", options={"xatol": 1e-9}).fun
+                         for g in range(num_groups) if q_g[g] is not None and presence[g] > 0)
+    else:
+        expected_w = minimize_scalar(weighted_kl, bounds=(-12, 12), args=(range(num_groups),),
+                                     method="bounded", options={"xatol": 1e-9}).fun
+    assert c.weights == pytest.approx(expected_w, rel=1e-4, abs=1e-4)
+    assert float(c.per_group.sum()) == pytest.approx(c.weights, rel=1e-4, abs=1e-4)
+
+    def structure_kl(m):
+        m1, m2 = torch.tensor(m[:4]), torch.tensor(m[4:])
+        log_p = torch.log_softmax(m1, 0)[choices[:, 0]] + torch.log_softmax(m2, 0)[choices[:, 1]]
+        return float((torch.xlogy(q_s, q_s) - q_s * log_p).sum())
+
+    assert choices.shape == (8, 2)         # (x->h, h->y)
+    expected_s = minimize(structure_kl, x0=[0.0] * 6, method="BFGS", options={"gtol": 1e-10}).fun
+    assert c.structure == pytest.approx(expected_s, abs=1e-5)
+    assert c.structure > 1e-3              # q(s) is not a product of its marginals
+    # C_struct of a joint q(s): its entropy
+    assert structural_complexity(model, guide) == pytest.approx(
+        float(torch.special.entr(q_s).sum()), rel=1e-5)
+
+
+def test_c_param_structured_guide_at_a_vertex_is_the_structure_kl():
+    """q(s) on one structure: C_param is the KL of that structure's groups at their own A*, the
+    closed form -1/2 sum_g n_g ln A_g* - sum H(q_g) + n/2 (1 + ln 2 pi), with no structure part."""
+    model, guide = _structured("group", "mean_field")
+    with torch.no_grad():
+        guide.structure.logits.fill_(-1.0e4)
+        guide.structure.logits[5] = 0.0
+    s = guide.structure.choices[5]
+    groups = (s + torch.tensor(model.layout.group_offsets)).tolist()
+    c = parametric_complexity(model, guide)
+    total = 0.0
+    for g in groups:
+        a, b = guide._group_bounds[g]
+        if a == b:
+            continue
+        mu, sd = guide.loc.detach().double()[a:b], guide.scale.detach().double()[a:b]
+        n = b - a
+        A = n / float((mu**2 + sd**2).sum())
+        total += (-0.5 * n * math.log(A) - float((0.5 * math.log(2 * math.pi * math.e) + sd.log()).sum())
+                  + 0.5 * n * (1 + math.log(2 * math.pi)))
+    assert c.weights == pytest.approx(total, rel=1e-5) and c.structure == 0.0

@@ -206,7 +206,7 @@ def test_torchrun_style_cli_search_reports_what_one_process_reports(tmp_path):
             "--set", "space.options={hidden: 4}", "--set", "search.epochs=2",
             "--set", "search.batch_size=32", "--set", "retrain.epochs=1",
             "--set", "analysis.draws=4", "--set", "analysis.predictive_draws=2",
-            "--set", "analysis.plots=false"]
+            "--set", "analysis.plots=false", "--set", "analysis.rank_k=0"]
     procs = start_ranks(command=["-m", "bnas_pyro", *args, "--out", str(tmp_path / "two")])
     finish(procs)
     assert main(args + ["--out", str(tmp_path / "one")]) == 0

@@ -23,7 +23,7 @@ from bnas_pyro.data_files import DataFileError, read_data_file
 FAST = ["--set", "space.options={hidden: 8}", "--set", "search.epochs=30",
         "--set", "search.batch_size=64", "--set", "retrain.epochs=30",
         "--set", "analysis.draws=10", "--set", "analysis.predictive_draws=10",
-        "--set", "analysis.plots=false", "-q"]
+        "--set", "analysis.plots=false", "--set", "analysis.rank_k=0", "-q"]
 
 
 def _write_csv(path: Path, header, rows, delimiter=","):

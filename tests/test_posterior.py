@@ -157,17 +157,27 @@ def test_netcdf_round_trip_and_determinism(idata, fitted, wine, tmp_path):
 
 def test_compare_ranks_a_fitted_search_above_an_unfitted_one(fitted, wine):
     # q at its initial values (a search refuses zero outer steps: the result is built directly)
+    from bnas_pyro.analysis import comparison
+
     model = BayesianSupernet(mlp_cell_space(13, 3, hidden=8))
     guide = MeanFieldGuide(model, init_scale=0.05, generator=torch.Generator().manual_seed(1))
     unfitted = SearchResult(model, guide, [])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = post.compare({"fitted": fitted, "unfitted": unfitted}, wine.x_train, wine.y_train,
-                             num_draws=100)
+    with pytest.warns(UserWarning, match=r"Pareto k > 0.7 in .*'unfitted'"):
+        table = comparison.compare({"fitted": fitted, "unfitted": unfitted}, wine.x_train,
+                                   wine.y_train, num_draws=100, refit_steps=100)
+    # by evidence (each structure refitted at its own h): the fitted search's structure first
     assert table.index[0] == "fitted" and table.loc["fitted", "rank"] == 0
+    assert table.loc["unfitted", "evidence_diff"] > 0 and table.loc["fitted", "beats_next"] > 0.5
+    assert table.loc["fitted", "evidence_se"] > 0 and table.loc["fitted", "structure"] == fitted.structure
+    # PSIS-LOO stays as a predictive check, with its Pareto-k diagnostics
     assert table.loc["unfitted", "elpd_diff"] > 10
+    assert table.loc["unfitted", "pareto_k_max"] > 0.7 and table.loc["unfitted", "pareto_k_over_0.7"] > 0
     from bnas_pyro import compare
 
-    assert compare is post.compare
+    assert compare is comparison.compare
     with pytest.raises(ValueError, match="pass the data"):
-        post.compare([fitted, unfitted])
+        comparison.compare([fitted, unfitted])
+    idata = fitted.to_inference_data(x=wine.x_train, y=wine.y_train, num_draws=10, num_chains=2,
+                                     num_prior_draws=2)
+    with pytest.raises(ValueError, match="'a' is InferenceData.*by='loo'"):
+        comparison.compare({"a": idata, "b": fitted}, wine.x_train, wine.y_train)

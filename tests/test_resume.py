@@ -33,7 +33,7 @@ TINY = {
     "search": {"epochs": 4, "inner_steps": 1, "batch_size": 64, "lr": 0.03,
                "checkpoint_every": 3},
     "retrain": {"epochs": 2, "batch_size": 64},
-    "analysis": {"draws": 8, "chains": 2, "predictive_draws": 4, "top_k": 2, "plots": False},
+    "analysis": {"draws": 8, "chains": 2, "predictive_draws": 4, "top_k": 2, "plots": False, "rank_k": 0},
 }
 DRIVERS = {
     "single": {},

@@ -17,7 +17,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from bnas_pyro.sklearn import BNASClassifier, BNASRegressor
 
 # small and fast; 6 epochs at lr 0.1 pass check_classifiers_train's accuracy bar (> 0.83)
-FAST = dict(space_options={"hidden": 4}, epochs=6, lr=0.1, predictive_draws=4)
+FAST = dict(space_options={"hidden": 4}, epochs=6, lr=0.1, predictive_draws=4, top_k=2,
+            rank_refit_steps=5)
 
 # No check is skipped by us.  scikit-learn itself skips check_array_api_input unless the
 # environment sets SCIPY_ARRAY_API=1 (torch tensors in, array-API namespaces): the estimators
@@ -38,10 +39,18 @@ def test_fitted_attributes_and_default_prediction():
     assert set(clf.structure_) == set(clf.structure_probabilities_)
     for edge, label in clf.structure_.items():
         assert abs(sum(clf.structure_probabilities_[edge]) - 1) < 1e-5
-    assert clf.ranking_[0][0] == clf.structure_ and len(clf.ranking_) == 5
-    probs = [p for _, p in clf.ranking_]
+    assert clf.top_structures_[0][0] == clf.structure_ and len(clf.top_structures_) == 5
+    probs = [p for _, p in clf.top_structures_]
     assert probs == sorted(probs, reverse=True)
-    assert np.isfinite(clf.evidence_) and clf.evidence_se_ >= 0
+    assert np.isfinite(clf.elbo_) and clf.elbo_se_ >= 0
+    # ranking_: q's top 5 ordered by refitted evidence + log prior, the best one's is evidence_
+    assert len(clf.ranking_) == 5
+    assert {tuple(sorted(s.items())) for s, _ in clf.top_structures_} == {
+        tuple(sorted(r.structure.items())) for r in clf.ranking_}
+    scores = [r.evidence + r.log_prior for r in clf.ranking_]
+    assert scores == sorted(scores, reverse=True)
+    assert clf.evidence_ == clf.ranking_[0].evidence and clf.evidence_se_ > 0
+    assert all(0.5 <= r.beats_next <= 1 for r in clf.ranking_[:-1])
     assert clf.score(X, names) > 0.9
     p = clf.predict_proba(X)
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
@@ -58,7 +67,7 @@ def test_enumerate_mode_fits_without_a_run_directory():
     """The estimator runs the drivers with no run directory: the enumerate driver reports too."""
     X, y = load_iris(return_X_y=True)
     clf = BNASClassifier(mode="enumerate", config={"search": {"mode_options": {"num_runs": 2}}},
-                         space_options={"hidden": 8}, epochs=30, batch_size=32).fit(X, y)
+                         space_options={"hidden": 8}, epochs=30, batch_size=32, top_k=0).fit(X, y)
     assert set(clf.structure_) == set(clf.structure_probabilities_)
     assert clf.score(X, y) > 0.9
 
@@ -66,7 +75,8 @@ def test_enumerate_mode_fits_without_a_run_directory():
 def test_pipeline_and_cross_val_score():
     X, y = load_iris(return_X_y=True)
     pipe = make_pipeline(StandardScaler(),
-                         BNASClassifier(space_options={"hidden": 8}, epochs=100, batch_size=32))
+                         BNASClassifier(space_options={"hidden": 8}, epochs=100, batch_size=32,
+                                        top_k=0))
     scores = cross_val_score(pipe, X, y, cv=3)
     baseline = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression()), X, y, cv=3)
     # measured 0.94 (logistic regression: 0.95 on the same folds)
@@ -76,6 +86,7 @@ def test_pipeline_and_cross_val_score():
 def test_derived_prediction_is_the_retrained_network():
     X, y = load_iris(return_X_y=True)
     clf = BNASClassifier(space_options={"hidden": 8}, epochs=30, batch_size=32, prediction="derived",
+                         top_k=0,
                          retrain_epochs=100, config={"retrain": {"batch_size": 32}}).fit(X, y)
     net = clf.network()
     np.testing.assert_array_equal(clf.predict(X), net.predict(X))
@@ -123,3 +134,16 @@ def test_regressor_matches_bayesian_ridge_on_a_linear_model():
     # unpenalised there, under the prior here) and std ratio within 0.994-1.008
     assert np.abs(mean - mean_br).max() < 0.05 * y.std()
     assert np.all(np.abs(std / std_br - 1) < 0.03)
+    # evidence_: the one structure's refitted evidence, against the closed form at the learnt h,
+    # log N(t; 0, beta^-1 I + Phi A^-1 Phi^T) with Phi = [x, 1] (standardised units, as fitted)
+    model = reg.search_result_.model
+    a = model.hyper.precision_per_parameter().detach().double().numpy()
+    beta = float(model.hyper.log_noise_precision.detach().exp())
+    x, t = reg.data_.x_train.double().numpy(), reg.data_.y_train.double().numpy()
+    assert np.allclose(a, a[0])                        # one precision for the linear primitive
+    phi = np.hstack([x, np.ones((n, 1))])
+    cov = np.eye(n) / beta + phi @ phi.T / a[0]
+    sign, logdet = np.linalg.slogdet(cov)
+    closed = -0.5 * (n * np.log(2 * np.pi) + logdet + t @ np.linalg.solve(cov, t))
+    assert len(reg.ranking_) == 1 and abs(reg.evidence_ - closed) < 1.0, (reg.evidence_, closed)
+    assert reg.evidence_se_ < 0.5 and reg.elbo_ <= closed + 3 * reg.elbo_se_

@@ -2,7 +2,7 @@
 
 Keeping ArviZ in this one module makes the move to ArviZ 1.x (``DataTree``,
 ``arviz_base.from_dict``) a one-file change: :func:`_from_dict`, :func:`summary`, :func:`loo`,
-:func:`compare`, :func:`save`, :func:`load` and :func:`plot_posterior` are the only places
+:func:`compare_loo`, :func:`save`, :func:`load` and :func:`plot_posterior` are the only places
 that touch ``arviz``.
 
 Groups of :func:`to_inference_data` (draws are independent samples of q, split into chains):
@@ -298,40 +298,16 @@ def load(path: "str | Path"):
     return az.from_netcdf(str(path))
 
 
-def compare(results: "Mapping[str, Any] | Sequence[Any]", x: Tensor | None = None,
-            y: Tensor | None = None, names: Sequence[str] | None = None, num_draws: int = 400,
-            num_chains: int = 2, seed: int | None = 0, ic: str = "loo", **kwargs):
-    """Rank several found structures by PSIS-LOO with ``az.compare``.
-
-    ``results``: SearchResults or InferenceData (a mapping name -> item, or a sequence named by
-    ``names`` or ``model_0, model_1, ...``).  SearchResults are turned into InferenceData on the
-    same ``(x, y)``, which every item must share.  Returns ArviZ's comparison DataFrame (best
-    first: columns ``rank``, ``elpd_loo``, ``p_loo``, ``elpd_diff``, ``weight``, ``se``, ``dse``, ...).
-    """
+def compare_loo(data: Mapping[str, Any], ic: str = "loo", **kwargs):
+    """``az.compare`` of named InferenceData (PSIS-LOO by default): ArviZ's comparison DataFrame,
+    best first (columns ``rank``, ``elpd_loo``, ``p_loo``, ``elpd_diff``, ``weight``, ``se``,
+    ``dse``, ...).  :func:`bnas_pyro.analysis.comparison.compare` ranks search results by their
+    evidence and keeps this as its predictive check."""
     az = _arviz()
-    if isinstance(results, Mapping):
-        items = dict(results)
-    else:
-        results = list(results)
-        labels = list(names) if names is not None else [f"model_{i}" for i in range(len(results))]
-        if len(labels) != len(results):
-            raise ValueError(f"{len(labels)} names for {len(results)} results")
-        items = dict(zip(labels, results))
-    if len(items) < 2:
-        raise ValueError("compare needs at least two results")
-    data = {}
-    for name, item in items.items():
-        if hasattr(item, "log_likelihood") and hasattr(item, "posterior"):
-            data[name] = item
-        else:
-            if x is None or y is None:
-                raise ValueError(f"{name!r} is a search result: pass the data (x, y) to compare on")
-            data[name] = to_inference_data(item, x, y, num_draws=num_draws, num_chains=num_chains,
-                                           seed=seed, num_prior_draws=2 * num_chains)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return az.compare(data, ic=ic, **kwargs)
+        return az.compare(dict(data), ic=ic, **kwargs)
 
 
-__all__ = ["compare", "gamma_array", "gamma_var", "load", "loo", "plot_posterior",
+__all__ = ["compare_loo", "gamma_array", "gamma_var", "load", "loo", "plot_posterior",
            "primitive_dim", "sample_posterior", "save", "summary", "to_inference_data"]

@@ -8,7 +8,12 @@
                                      = -1/2 sum_g n_g ln A_g* - 1/2 sum_i ln sigma_i^2   (diagonal q).
 
   Groups follow the model's precision level (one A per (edge, primitive), per parameter or
-  shared).  For the structure part, min_m KL(q(Gamma) || p(Gamma | m, c_temp)) is 0 when q is a
+  shared).  For a discrete q(s) with q(W | s) at the prior off s
+  (:class:`~bnas_pyro.guides.StructuredGuide`) the KL is exact in expectation over q(s):
+  KL(q || p(. | h)) = KL(q(s) || p(s | m)) + sum_g P_q(g in s) KL(q_g || p(W_g | A)) (the absent
+  groups pay nothing), so every sum over parameters above is weighted by P_i = P_q(g(i) in s):
+  A_k* = sum_{i in k} P_i / sum_{i in k} P_i E_{q_g}[w_i^2] and H = sum_g P_g H(q_g)
+  (:func:`parametric_complexity`).  For the structure part, min_m KL(q(Gamma) || p(Gamma | m, c_temp)) is 0 when q is a
   Concrete distribution at the prior's temperature (take m = s_q); otherwise it is minimised
   numerically over m with fixed Monte Carlo draws.
   Claims (METHOD.md section 4): C_param -> 0 as c_prior -> infinity; non-increasing in c_prior.
@@ -34,6 +39,7 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from bnas_pyro.distributions import StructureScaledNormal
+from bnas_pyro.guides import StructuredGuide
 from bnas_pyro.models.structure_priors import concrete, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE
 
@@ -53,13 +59,20 @@ _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 class WeightMoments:
     """What the complexity measures of METHOD.md section 4 need from q(W): per-parameter mean,
     variance and second moment E_q[w^2] = mu^2 + sigma^2 (in the prior's own coordinates), and the
-    entropy H(q(W | Gamma)) averaged over q(Gamma).  ``exact`` is False for Monte Carlo estimates."""
+    entropy H(q(W | Gamma)) averaged over q(Gamma).  ``exact`` is False for Monte Carlo estimates.
+    For a discrete q(s) with q(W | s) at the prior off s the moments are those of q_g (given that
+    g is in s), ``presence`` holds P_q(g in s) per parameter and ``entropy`` is
+    sum_g P_q(g in s) H(q_g), the part of E_q(s) H(q(W | s)) that differs from the prior's."""
 
     mean: Tensor
     variance: Tensor
     second_moment: Tensor
     entropy: Tensor
     exact: bool = True
+    #: P_q(g(i) in s) per parameter for a discrete q(s) (``None``: every parameter is always read)
+    presence: Tensor | None = None
+    #: the entropy split over parameters, summing to ``entropy`` (``None``: not available)
+    entropy_per_parameter: Tensor | None = None
 
 
 def _guide_trace(model, guide):
@@ -105,6 +118,8 @@ def weight_moments(model, guide, num_samples: int = 256) -> WeightMoments:
     structure-coupled guide (q(W | Gamma) depends on gamma) an average over ``num_samples``
     draws of q(Gamma); for a point mass (Delta / MAP) the entropy is -infinity.
     """
+    if isinstance(guide, StructuredGuide):
+        return _structured_moments(model, guide)
     prior_scaled = bool(getattr(model.weight_prior, "scaled", False))
     fn = _weights_fn(model, guide)
     base = fn.base_dist if isinstance(fn, Independent) else fn
@@ -137,6 +152,27 @@ def weight_moments(model, guide, num_samples: int = 256) -> WeightMoments:
                          torch.stack(entropies).mean(), exact=False)
 
 
+@torch.no_grad()
+def _structured_moments(model, guide: StructuredGuide) -> WeightMoments:
+    """Exact moments of every q_g of a StructuredGuide and P_q(g in s) per parameter.
+
+    Var(w_i) is the squared row norm of q_g's Cholesky factor; H(q_g) = sum_{i in g} (1/2 ln 2 pi e
+    + ln L_ii), split over the parameters by the factor's diagonal (the guide's scale)."""
+    mean = guide.loc.detach()
+    scale = guide.scale.detach()
+    if guide.weights_family == "full_rank" and guide._group_bounds:
+        var = torch.cat([(guide._tril(g, scale) ** 2).sum(-1)
+                         for g in range(len(guide._group_bounds))])
+    else:
+        var = scale**2
+    presence = guide.group_probabilities().detach()[model.supernet.group_index]
+    per_param = _HALF_LOG_2PI_E + scale.log()
+    # P_i H_i, with P_i = 0 contributing nothing (its q_g may be degenerate: 0 * -inf)
+    weighted = torch.where(presence > 0, presence * per_param, torch.zeros_like(per_param))
+    return WeightMoments(mean, var, mean**2 + var, weighted.sum(), exact=True, presence=presence,
+                         entropy_per_parameter=weighted)
+
+
 def precision_groups(model) -> Tensor:
     """The group of every scalar weight under the model's precision level (one A per group)."""
     level = model.hyper.precision_level
@@ -152,16 +188,22 @@ def _group_counts_and_sums(model, moments: WeightMoments) -> tuple[Tensor, Tenso
     groups = precision_groups(model)
     second = moments.second_moment
     size = model.hyper.log_precision.numel()
+    weight = (torch.ones_like(second) if moments.presence is None
+              else moments.presence.to(second))
+    # P_i E[w_i^2], 0 where the parameter is never read (P_i = 0)
+    weighted = torch.where(weight > 0, weight * second, torch.zeros_like(second))
     counts = torch.zeros(size, dtype=second.dtype, device=second.device).index_add_(
-        0, groups, torch.ones_like(second))
-    sums = torch.zeros_like(counts).index_add_(0, groups, second)
+        0, groups, weight)
+    sums = torch.zeros_like(counts).index_add_(0, groups, weighted)
     return groups, counts, sums
 
 
 def optimal_precision(model, guide, num_samples: int = 256) -> Tensor:
-    """A_g* = n_g / sum_{i in g} E_q[w_i^2] for every precision group (METHOD.md section 4).
+    """A_g* = n_g / sum_{i in g} E_q[w_i^2] for every precision group (METHOD.md section 4); for a
+    discrete q(s) both sums weighted by P_q(g(i) in s) (module docstring).
 
-    The shape is that of ``model.hyper.log_precision``; a group without parameters gets ``nan``.
+    The shape is that of ``model.hyper.log_precision``; a group without parameters (or never in
+    s) gets ``nan``.
     """
     _, counts, sums = _group_counts_and_sums(model, weight_moments(model, guide, num_samples))
     return counts / sums
@@ -194,6 +236,16 @@ def parametric_complexity(model, guide, *, include_structure: bool = True, num_s
     min over the prior logits m of KL(q(Gamma) || Concrete(m, c_temp)), zero when q is Concrete
     at the prior's temperature, else minimised over m by Adam on ``num_samples`` fixed draws of q
     (``structure_steps`` steps).  A point-mass q(W) has C_param = +infinity.
+
+    A discrete q(s) with q(W | s) at the prior off s (:class:`~bnas_pyro.guides.StructuredGuide`):
+    the exact expectation over q(s) (module docstring, METHOD.md section 4),
+
+        C_param = min_m KL(q(s) || p(s | m)) + min_A sum_g P_q(g in s) KL(q_g || N(0, A^-1)),
+
+    n_g -> sum_{i in g} P_i and sum E[w_i^2] -> sum P_i E[w_i^2] in A*, H -> sum_g P_g H(q_g); the
+    structure part is sum_e H(q_e) - H(q(s)) for a joint q(s) (the minimising m are its marginals),
+    0 for a factorised one.  (One structure drawn from q(s), as for other guides, gave a random
+    value, and NaN where q(s) has exact zeros: 0 log 0 in float32.)
     """
     moments = weight_moments(model, guide, num_samples)
     groups, counts, sums = _group_counts_and_sums(model, moments)
@@ -204,7 +256,10 @@ def parametric_complexity(model, guide, *, include_structure: bool = True, num_s
     weights = float(cross_entropy_per_group.sum() - moments.entropy)
     # the per-group split is exact when H(q(W)) is the sum of the marginal entropies (diagonal q)
     per_group = torch.zeros(0)
-    if moments.exact and torch.isfinite(moments.entropy):
+    if moments.entropy_per_parameter is not None:
+        ent_g = torch.zeros_like(A_star).index_add_(0, groups, moments.entropy_per_parameter)
+        per_group = (cross_entropy_per_group - ent_g).detach().cpu()
+    elif moments.exact and torch.isfinite(moments.entropy):
         var = moments.variance.clamp_min(torch.finfo(moments.variance.dtype).tiny)
         per_param_entropy = _HALF_LOG_2PI_E + 0.5 * var.log()
         if torch.isclose(per_param_entropy.sum(), moments.entropy, rtol=1e-5, atol=1e-4):
@@ -221,8 +276,8 @@ def _structure_min_kl(model, guide, num_samples: int, steps: int) -> float:
     edges = [(e, edge) for e, edge in enumerate(model.space.edges) if len(edge) > 1]
     if not edges:
         return 0.0
-    if structure is not None and hasattr(structure, "min_prior_kl"):   # a discrete q(s)
-        return float(structure.min_prior_kl())
+    if isinstance(guide, StructuredGuide):       # a discrete q(s)
+        return float(_discrete_min_prior_kl(guide))
     t_prior = float(model.temperature)
     if structure is not None and hasattr(structure, "temperature"):
         t_q = structure.temperature()
@@ -248,6 +303,18 @@ def _structure_min_kl(model, guide, num_samples: int, steps: int) -> float:
     return total
 
 
+@torch.no_grad()
+def _discrete_min_prior_kl(guide: StructuredGuide) -> Tensor:
+    """min over m of KL(q(s) || prod_e softmax(m^e)) = sum_e H(q_e) - H(q(s)): the marginals q_e
+    are the minimiser; 0 for a factorised q(s).  Entropies by ``torch.special.entr`` (0 log 0 = 0
+    in every dtype)."""
+    if not guide.joint:
+        return guide.loc.new_zeros(())
+    joint_h = torch.special.entr(guide.structure_probabilities().detach()).sum()
+    marginal_h = sum(torch.special.entr(m.detach()).sum() for m in guide.structure.probabilities())
+    return (marginal_h - joint_h).clamp_min(0.0)
+
+
 # ---------------------------------------------------------------------------- structure
 def structural_complexity(model, guide, kind: str = "discrete", num_samples: int = 4000) -> float:
     """C_struct: the entropy of q(Gamma) (METHOD.md section 4), in nats.
@@ -256,7 +323,8 @@ def structural_complexity(model, guide, kind: str = "discrete", num_samples: int
     which is what q(Gamma) becomes as c_temp -> 0 (a categorical on the N = prod_e K_e
     vertices).  For a Concrete q, P(argmax gamma^e = l) = softmax(s_q^e)_l and the edges are
     independent, so H = sum_e H(softmax(s_q^e)) exactly; other guides get the plug-in estimate
-    from ``num_samples`` draws.  Range [0, log N]; 0 means q has chosen one structure.
+    from ``num_samples`` draws; a joint discrete q(s) (StructuredGuide) gives H(q(s)) exactly
+    (a factorised one sum_e H(q_e)).  Range [0, log N]; 0 means q has chosen one structure.
 
     ``kind="mixing"``: E_q[H(gamma)] = -E_q sum_e sum_l gamma^e_l log gamma^e_l, the Monte Carlo
     mean entropy of the relaxed mixing weights themselves: log K_e per edge when every sample
@@ -277,10 +345,12 @@ def structural_complexity(model, guide, kind: str = "discrete", num_samples: int
         return 0.0
     if kind == "discrete":
         structure = getattr(guide, "structure", None)
+        if isinstance(guide, StructuredGuide) and guide.joint:    # H of the joint q(s), exact
+            return float(torch.special.entr(guide.structure_probabilities().detach()).sum())
         if structure is not None and hasattr(structure, "probabilities"):
             with torch.no_grad():
                 probs = structure.probabilities()
-                return float(sum(-(p * p.clamp_min(1e-300).log()).sum()
+                return float(sum(torch.special.entr(p).sum()
                                  for e, p in enumerate(probs) if len(model.space.edges[e]) > 1))
         counts: dict[tuple[int, ...], int] = {}
         for _ in range(num_samples):

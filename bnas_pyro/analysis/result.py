@@ -168,15 +168,19 @@ class SearchResult:
         return [RankedStructure({e.name: e.labels[l] for e, l in zip(edges, idx)}, p)
                 for p, idx in ranked]
 
-    def rank(self, x: Tensor, y: Tensor, k: int = 5, refit_steps: int = 500,
-             num_draws: int = 200, seed: int = 0) -> list:
-        """The top-k discrete structures under q, each with an evidence estimate (the ELBO of
-        q(W | s) refitted at the vertex on the training data ``x, y``) and its standard error,
-        ordered by evidence + log prior, with the probability that each beats the next
+    def rank(self, x: Tensor, y: Tensor, k: int = 5, refit_steps: int = 300,
+             num_draws: int = 200, seed: int = 0, bound: str = "auto", weights: str = "auto",
+             batch_size: int | None = None, structures: list | None = None) -> list:
+        """The top-k discrete structures under q (any guide: its q(s) or the product of its
+        per-edge marginals), each with an evidence estimate on the training data ``x, y`` (q(W | s)
+        refitted at the vertex, then the ELBO or the importance-weighted bound) and its standard
+        error, ordered by evidence + log prior, with the probability that each beats the next
         (:func:`bnas_pyro.analysis.ranking.rank_structures`)."""
         from .ranking import rank_structures
 
-        return rank_structures(self.model, self.guide, x, y, k, refit_steps, num_draws, seed=seed)
+        return rank_structures(self.model, self.guide, x, y, k, refit_steps, num_draws, seed=seed,
+                               bound=bound, weights=weights, batch_size=batch_size,
+                               structures=structures)
 
     # ------------------------------------------------------------------ the derived network
     def posterior_mean(self) -> Tensor:

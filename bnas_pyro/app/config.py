@@ -177,7 +177,9 @@ class RetrainConfig:
 class AnalysisConfig:
     """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json;
     ``rank_k`` structures ranked by a refitted evidence estimate (``rank_refit_steps`` steps each,
-    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; structured guide only).
+    :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; every guide), each refit
+    on minibatches of ``rank_batch_size`` rows where the training split is larger (``null``: full
+    batch).
 
     ``max_rows``: the ELBO estimate, the InferenceData and PSIS-LOO use a seeded random subset of
     at most this many training rows (``null``: all), their sums scaled to the whole training
@@ -192,6 +194,7 @@ class AnalysisConfig:
     plots: bool = True
     rank_k: int = 5
     rank_refit_steps: int = 300
+    rank_batch_size: Optional[int] = 256
 
 
 @dataclass

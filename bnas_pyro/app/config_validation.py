@@ -152,7 +152,11 @@ def _positive(config: Any) -> None:
         ("analysis.draws", config.analysis.draws, 2), ("analysis.chains", config.analysis.chains, 1),
         ("analysis.predictive_draws", config.analysis.predictive_draws, 1),
         ("analysis.top_k", config.analysis.top_k, 1),
+        ("analysis.rank_k", config.analysis.rank_k, 0),
+        ("analysis.rank_refit_steps", config.analysis.rank_refit_steps, 0),
     ]
+    if config.analysis.rank_batch_size is not None:
+        checks.append(("analysis.rank_batch_size", config.analysis.rank_batch_size, 1))
     if config.threads is not None:
         checks.append(("threads", config.threads, 1))
     if config.search.inner_steps is not None:

@@ -262,15 +262,22 @@ def format_summary(result: Mapping[str, Any]) -> str:
             lines.append(f"  {i}. p = {item['probability']:.3f}  {choice}")
     ranking = a.get("ranking")
     if ranking:
-        lines.append(f"ranked by refitted evidence (ELBO of q(W | s) at the vertex +- its standard "
-                     f"error; P = probability it beats the next):")
+        bound = ranking[0].get("bound", "elbo")
+        what = ("importance-weighted bound" if bound == "importance" else "ELBO")
+        lines.append(f"ranked by evidence ({what} of q(W | s) refitted at the vertex, "
+                     f"{ranking[0].get('refit', '')}; +- its standard error; P = probability it "
+                     f"beats the next):")
         multi = {e["source"] + "->" + e["target"] for e in result["space"]["edges"]
                  if len(e["primitives"]) > 1}
         for i, r in enumerate(ranking, 1):
             beats = "" if r["beats_next"] is None else f"  P = {r['beats_next']:.3f}"
+            other = ""
+            if "elbo" in r and "iw_bound" in r:
+                other = (f"  (ELBO {r['elbo']:.2f}, IW {r['iw_bound']:.2f}, "
+                         f"ESS {r['iw_ess']:.0f})")
             choice = ", ".join(f"{k}:{v}" for k, v in r["structure"].items() if k in multi)
             lines.append(f"  {i}. evidence {r['evidence']:.2f} +- {r['evidence_se']:.2f}  "
-                         f"q = {r['q']:.3f}{beats}  {choice}")
+                         f"q = {r['q']:.3f}{beats}{other}  {choice}")
     loo_block = a.get("loo") or {}
     if loo_block.get("pareto_k_over_0.7"):
         k_max = loo_block.get("pareto_k_max")

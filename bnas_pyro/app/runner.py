@@ -40,6 +40,7 @@ from bnas_pyro.analysis.complexity import (
     structural_complexity,
 )
 from bnas_pyro.analysis.diagnostics import search_warnings
+from bnas_pyro.analysis.ranking import unrankable_reason
 from bnas_pyro.analysis.export import build_network
 from bnas_pyro.analysis.metrics import evaluate_bayesian, evaluate_network
 from bnas_pyro.analysis.result import SearchResult
@@ -85,6 +86,27 @@ def analysis_rows(n: int, max_rows: int | None, seed: int) -> Tensor | None:
         return None
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[:max_rows].sort().values
+
+
+def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
+                      ) -> list[dict[str, Any]] | None:
+    """The top ``analysis.rank_k`` structures by refitted evidence on the training split, for any
+    guide (:func:`bnas_pyro.analysis.ranking.rank_structures`); the refits on minibatches of
+    ``analysis.rank_batch_size`` rows (full batch when the split is no larger), the evidence on
+    every row.  ``None`` when ``rank_k`` is 0 or the model cannot be ranked (a warning says
+    why)."""
+    a = config.analysis
+    if a.rank_k <= 0:
+        return None
+    reason = unrankable_reason(result.model)
+    if reason is not None:
+        warnings.warn(f"no structure ranking: {reason}", stacklevel=2)
+        return None
+    n = len(data.y_train)
+    batch = None if a.rank_batch_size is None or n <= a.rank_batch_size else a.rank_batch_size
+    return [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
+                                             refit_steps=a.rank_refit_steps, seed=config.seed,
+                                             batch_size=batch)]
 
 
 @dataclass
@@ -136,11 +158,7 @@ def _analyse(config: RunConfig, data: SplitData, result: SearchResult,
                       f"(max {float(loo.pareto_k.max()):.2f}); elpd_loo is unreliable there, rank "
                       "structures by the refitted evidence (result.json 'ranking') instead",
                       stacklevel=2)
-    ranking = None
-    if a.rank_k > 0 and hasattr(guide, "objective_terms"):
-        ranking = [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
-                                                     refit_steps=a.rank_refit_steps,
-                                                     seed=config.seed)]
+    ranking = structure_ranking(config, data, result)
     bar.update()
     bar.close()
     # a subset of m of the n rows: elpd_loo = n * mean of the pointwise values, its standard
