@@ -70,6 +70,7 @@ def refit_structure(model, guide, choice: tuple[int, ...], x: Tensor, y: Tensor,
                     seed: int = 0) -> StructuredGuide:
     """A :class:`StructuredGuide` with q(s) held at ``choice``, its q_g started from ``guide``'s
     means (when it has them) and fitted ``steps`` Adam steps at fixed h (full batch)."""
+    guide = guide.restricted(choice) if getattr(guide, "per_structure", False) else guide
     family = weights or getattr(guide, "weights_family", "full_rank")
     refit = StructuredGuide(model, weights=family, support=torch.tensor([list(choice)]),
                             init_loc=getattr(guide, "loc", None))
