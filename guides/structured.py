@@ -63,6 +63,7 @@ from torch.nn.functional import softplus
 from bnas_pyro.models.structure_priors import STRUCTURE_ROLE, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE, GaussianWeightPrior
 from bnas_pyro.objectives import ElboTerms
+from bnas_pyro.supernet import forward_structures
 
 from .mean_field import _inverse_softplus, initial_locations
 from .optimizer_wrapper import WrappedOptimizer
@@ -185,6 +186,8 @@ class StructuredGuide(nn.Module):
     """
 
     couples_weights_to_structure = True  # q(W | s): the scaled prior is well posed at vertices
+    #: its q(s) steps all-reduce their estimates (NaturalStructureOptimizer.set_parallel)
+    data_parallel = True
 
     def __init__(self, model, weights: WeightFamily = "mean_field",
                  structure: StructureFamily = "auto", max_joint: int = 64,
@@ -193,8 +196,20 @@ class StructuredGuide(nn.Module):
                  precondition: bool = True, structure_lr: float = 0.02,
                  support: Tensor | None = None,
                  weights_per_structure: bool | Literal["auto"] = "auto",
-                 max_structure_weights: int = 4_000_000):
+                 max_structure_weights: int = 200_000,
+                 structure_warmup: float = 0.1, structure_anneal: float = 0.5,
+                 initial_temperature: float | None = None, total_steps: int | None = None):
         super().__init__()
+        for name, value in (("structure_warmup", structure_warmup),
+                            ("structure_anneal", structure_anneal)):
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise ValueError(f"{name} must be a fraction in [0, 1) of the search's steps or a "
+                                 f"whole number of steps, got {value}")
+        if initial_temperature is not None and initial_temperature < 1:
+            raise ValueError(f"initial_temperature must be >= 1, got {initial_temperature}")
+        self.initial_temperature = initial_temperature
+        self.anneal_steps = self._steps_of(structure_anneal, total_steps)
+        self.warmup_steps = self._steps_of(structure_warmup, total_steps)
         self.precondition = bool(precondition)
         if not 0 < structure_lr <= 1:
             raise ValueError(f"structure_lr must be in (0, 1], got {structure_lr}")
@@ -202,6 +217,7 @@ class StructuredGuide(nn.Module):
         self._c_reg = 1.0
         self._natural: Tensor | None = None
         self._natural_count = 0
+        self._temperature = 1.0
         if weights not in ("mean_field", "full_rank"):
             raise ValueError(f"weights must be 'mean_field' or 'full_rank', got {weights!r}")
         if structure not in ("auto", "joint", "factorised"):
@@ -232,6 +248,15 @@ class StructuredGuide(nn.Module):
                 [nn.Parameter(self.loc.new_zeros(*lead, n, n)) for n in sizes])
         # which group each multi-primitive edge choice belongs to: group = offsets[e] + l
         self._group_offsets = list(layout.group_offsets)
+        self.register_buffer("_offsets", torch.tensor(self._group_offsets, dtype=torch.long,
+                                                      device=self.loc.device), persistent=False)
+
+    @staticmethod
+    def _steps_of(value: float, total_steps: int | None) -> int:
+        """A schedule length: a fraction of ``total_steps`` (0 when it is not known), or steps."""
+        if 0 < value < 1:
+            return 0 if total_steps is None else int(round(value * int(total_steps)))
+        return int(value)
 
     def _choose_per_structure(self, option, sizes: list[int], budget: int) -> bool:
         """q(W | s) per structure: only for a joint q(s), and (``"auto"``) where a group is shared
@@ -365,8 +390,7 @@ class StructuredGuide(nn.Module):
     # ------------------------------------------------------------------ the bound
     def _groups_of(self, choices: Tensor) -> Tensor:
         """The group g = (e, s_e) of every edge of every structure, shape (S, E)."""
-        offsets = torch.tensor(self._group_offsets, device=choices.device)
-        return choices + offsets
+        return choices + self._offsets.to(choices.device)
 
     def _structures_to_evaluate(self) -> tuple[Tensor, Tensor, Tensor]:
         """(choices (S, E), value weights (S,), gradient weights (S, num_groups)): the structures
@@ -421,11 +445,17 @@ class StructuredGuide(nn.Module):
         return choices, value, grad_w
 
     def log_likelihoods(self, x: Tensor, y: Tensor, weights: Tensor, choices: Tensor,
-                        num_data: int | None = None) -> Tensor:
+                        num_data: int | None = None, weight_rows: Tensor | None = None) -> Tensor:
         """log p(y | X, W_s, s) for every row of ``choices`` (S, E), plate-scaled to ``num_data``;
-        ``weights`` is one flat W (P,) or one per structure (S, P)."""
+        ``weights`` is one flat W (P,), one per structure (S, P), or R rows that
+        ``weight_rows`` (S,) assign to the structures.  One flat W (or ``weight_rows``) takes the
+        shared computation of :func:`bnas_pyro.supernet.forward_structures`; one W per structure
+        a vectorised forward pass per structure."""
         model = self.model
-        f = self.forward_structures(x, weights, choices)          # (S, batch, *out)
+        if weights.dim() == 1 or weight_rows is not None:
+            f = forward_structures(model.supernet, x, weights, choices, weight_rows)
+        else:
+            f = self.forward_structures(x, weights, choices)      # (S, batch, *out)
         S, batch = f.shape[0], f.shape[1]
         flat = f.reshape(S * batch, *f.shape[2:])
         y_rep = y.unsqueeze(0).expand(S, *y.shape).reshape(S * batch, *y.shape[1:])
@@ -461,17 +491,26 @@ class StructuredGuide(nn.Module):
             raise ValueError("StructuredGuide.objective_terms needs the targets y")
         choices, w, grad_w = self._structures_to_evaluate()
         weights = self.sample_weights()
+        rows = None
         if self.precondition:
             # the value weight floored at _TINY (a bias below 1e-25); the gradient into q_g from
-            # structure s rescaled from q(s) to grad_w[s, g] (q(s | g in s) for a joint q; 1 for
-            # weights per structure, each q(W | s) fitted as if s were chosen)
+            # structure s rescaled from q(s) to grad_w[s, g]: q(s | g in s) for a joint q, i.e. one
+            # scale 1 / P_q(g in s) per group; 1 for weights per structure (each q(W | s) fitted
+            # as if s were chosen); for a factorised q one scale vector per edge e, shared by the
+            # rows (e, l) (their own group whole, the other edges' groups none)
             w = w.clamp_min(_TINY)
+            index = self.model.supernet.group_index
             if self.per_structure:
                 per = (1.0 / w.detach())[:, None]
+            elif self.joint:
+                per = (grad_w / w.detach()[:, None]).amax(0)[index]
             else:
-                per = (grad_w / w.detach()[:, None])[:, self.model.supernet.group_index]
+                rows, scales = self._factorised_scales(choices, grad_w / w.detach()[:, None])
+                per = scales[:, index]
             weights = weights.detach() + (weights - weights.detach()) * per
-        ll = self.log_likelihoods(x, y, weights, choices, num_data)
+        ll = self.log_likelihoods(x, y, weights, choices, num_data, rows)
+        self._num_data = int(x.shape[0] if num_data is None else num_data)
+        self._batch_rows = int(x.shape[0])
         kls = self.group_kls()
         if torch.is_grad_enabled():   # averaged over the draws of one step (num_particles)
             r = self._natural_gradient(choices, ll.detach(), kls.detach())
@@ -494,6 +533,19 @@ class StructuredGuide(nn.Module):
             kl_w = (self.group_probabilities() * kls).sum()
         return ElboTerms((w * ll).sum(), kl_w, self.structure_kl())
 
+    def _factorised_scales(self, choices: Tensor, per: Tensor) -> tuple[Tensor, Tensor]:
+        """The rows (e, l) of a factorised draw share one gradient-scale vector per edge e
+        (row (e, l)'s scale of group (e, l') is 0 for l' != l, and that group is not read):
+        (which vector each row takes (S,), the vectors (R, num_groups))."""
+        sizes = [k for k in self.structure.edge_sizes if k > 1]
+        if not sizes:
+            return torch.zeros(choices.shape[0], dtype=torch.long, device=choices.device), per
+        rows = torch.repeat_interleave(torch.arange(len(sizes), device=choices.device),
+                                       torch.tensor(sizes, device=choices.device))
+        scales = per.new_zeros(len(sizes), per.shape[1]).index_reduce(0, rows, per, "amax",
+                                                                      include_self=True)
+        return rows, scales
+
     def _all_rows(self, choices: Tensor) -> Tensor:
         """Rows of a joint q's own enumeration (``choices`` is ``structure.choices``)."""
         return torch.arange(choices.shape[0], device=choices.device)
@@ -503,14 +555,17 @@ class StructuredGuide(nn.Module):
         """r = the natural gradient of the (c_reg-scaled) bound in q(s)'s logits, up to a constant
         per block, from this draw's log-likelihoods (:class:`NaturalStructureOptimizer`):
         joint: r_s = ll_s - c_reg (sum_{g in s} KL_g + log q(s) - log p(s));
-        factorised, row (e, l): the same with the local expectation given s_e = l, edge e's terms."""
+        factorised, row (e, l): the same with the local expectation given s_e = l, edge e's terms;
+        with a structure temperature t > 1 (:meth:`NaturalStructureOptimizer.temperature`) the
+        data terms ll_s - c_reg sum_{g in s} KL_g are divided by t."""
         c = self._c_reg
+        t = self._temperature
         prior = self._prior_log_probs()
         if self.joint:
             log_q = self.structure.log_probs()
             log_p = sum(lp[choices[:, e]] for e, lp in enumerate(prior))
             kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
-            return ll - c * (kl_s + log_q - log_p)
+            return (ll - c * kl_s) / t - c * (log_q - log_p)
         out = []
         row = 0
         for e, k in enumerate(self.structure.edge_sizes):
@@ -519,7 +574,7 @@ class StructuredGuide(nn.Module):
                 out.append(lq.new_zeros(1))
                 continue
             g = torch.arange(k, device=lq.device) + self._group_offsets[e]
-            out.append(ll[row:row + k] - c * (kls[g] + lq - prior[e]))
+            out.append((ll[row:row + k] - c * kls[g]) / t - c * (lq - prior[e]))
             row += k
         return torch.cat(out)
 
@@ -631,6 +686,13 @@ class NaturalStructureOptimizer(WrappedOptimizer):
             group["params"] = [p for p in group["params"] if p is not logits]
         self.structure_lr = float(structure_lr)
         self._lr0 = float(base.param_groups[0]["lr"]) if base.param_groups else 1.0
+        self.steps = 0
+        self.parallel = None
+
+    def set_parallel(self, parallel) -> None:
+        """Run data-parallel: each step first takes the mean of the ranks' natural gradients,
+        weighted by their shard sizes (one all-reduce), so every rank moves q(s) alike."""
+        self.parallel = parallel
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=set_to_none)
@@ -640,16 +702,38 @@ class NaturalStructureOptimizer(WrappedOptimizer):
         elif logits.grad is not None:
             logits.grad.zero_()
 
+    def temperature(self) -> float:
+        """t of the next step: t0^(1 - u) with u = (steps - warm-up) / anneal steps in [0, 1], so
+        t falls geometrically from t0 (``initial_temperature``, default the number of data, which
+        puts the ELBO differences on a per-datum scale) to 1; 1 without annealing."""
+        guide = self.guide
+        if guide.anneal_steps <= 0:
+            return 1.0
+        t0 = guide.initial_temperature or float(max(getattr(guide, "_num_data", 1), 1))
+        u = min(max((self.steps - guide.warmup_steps) / guide.anneal_steps, 0.0), 1.0)
+        return float(t0 ** (1.0 - u))
+
     def rho(self) -> float:
+        if self.steps < self.guide.warmup_steps:
+            return 0.0
         lr = float(self.base.param_groups[0]["lr"]) if self.base.param_groups else self._lr0
         return self.structure_lr * (lr / self._lr0 if self._lr0 > 0 else 1.0)
 
     def after_step(self) -> None:
         logits = self.guide.structure.logits
         natural = self.guide._natural
-        if natural is not None and logits.requires_grad:
+        rho = self.rho()
+        self.steps += 1
+        self.guide._temperature = self.temperature()
+        if natural is not None and logits.requires_grad and rho > 0:
+            natural = natural / max(self.guide._natural_count, 1)
+            if self.parallel is not None:
+                # the global batch's estimate: the ranks' shard estimates weighted by shard size
+                rows = natural.new_tensor([float(self.guide._batch_rows)])
+                total, size = self.parallel.average([natural * rows, rows])
+                natural = total / size
             with torch.no_grad():
-                logits.add_(self.rho() * natural / max(self.guide._natural_count, 1))
+                logits.add_(rho * natural)
                 if self.guide.joint:
                     logits.sub_(logits.max())
                 else:
@@ -659,11 +743,12 @@ class NaturalStructureOptimizer(WrappedOptimizer):
         self.guide._natural, self.guide._natural_count = None, 0
 
     def state_dict(self) -> dict:
-        return {"base": self.base.state_dict(), "lr0": self._lr0}
+        return {"base": self.base.state_dict(), "lr0": self._lr0, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.base.load_state_dict(state["base"])
         self._lr0 = float(state["lr0"])
+        self.steps = int(state.get("steps", 0))
 
 
 __all__ = ["ABSENT_LOG_GAMMA", "DiscreteStructure", "NaturalStructureOptimizer", "StructuredGuide"]
