@@ -96,16 +96,21 @@ def _fusable(prim) -> bool:
 
 #: the built-in affine primitives and their activation (``None``: the identity)
 _FUSED_ACTIVATIONS = {Linear: None, TanhLinear: torch.tanh, ReluLinear: torch.relu}
+#: the mixing kind of the identity pairs of a block (they pass the source node itself); a
+#: string, so that it survives pickling
+_IDENTITY = "identity"
 
 
 class _Block:
-    """The pairs of one source node with one output width, mixed by one matmul.
+    """The pairs of one source node with one output width, and how they are mixed.
 
     Rows of the fused pre-activation ``z^T`` (features x batch) hold the affine pairs ordered by
     activation then (edge, primitive); ``kinds`` lists ``(activation, first row, last row)``.
-    ``identities`` identity pairs follow.  ``groups[i]`` is the gamma group of block ``i`` and
-    ``targets[i]`` the position of its target node in ``target_nodes``; the mixture is
-    ``G @ blocks`` with ``G[targets[i], i] = gamma[groups[i]]``.
+    ``identities`` identity pairs follow.  ``groups[i]`` is the gamma group of pair ``i`` and
+    ``targets[i]`` the position of its target node in ``target_nodes``.  Into one target the
+    mixture sum_i gamma_i out_i of a kind is one gemv; into several, each pair's rows are scaled
+    by its gamma and added to its own target's, so the mixing costs one multiply-add per pair
+    and no dense (targets x pairs) matrix.
     """
 
     def __init__(self, width, kinds, identities, groups, target_nodes, targets):
@@ -115,7 +120,17 @@ class _Block:
         self.groups = torch.tensor(groups, dtype=torch.long)
         self.target_nodes = target_nodes
         self.targets = torch.tensor(targets, dtype=torch.long)
-        self.positions = torch.arange(len(groups))
+        # the mixing, one entry per kind: (activation, first column, count, ordered), where
+        # ``ordered`` says that the kind's rows go to the targets 0, 1, ... in turn
+        self.mixing, column = [], 0
+        for act, first, last in kinds:
+            count = (last - first) // width
+            self.mixing.append((act, column, count, targets[column:column + count]
+                                == list(range(len(target_nodes)))))
+            column += count
+        if identities:
+            self.mixing.append((_IDENTITY, column, identities, targets[column:]
+                                == list(range(len(target_nodes)))))
 
 
 class Supernet(nn.Module):
@@ -127,9 +142,9 @@ class Supernet(nn.Module):
     Vector nodes are held feature-major (``(features, batch)``).  The built-in affine primitives
     (``linear``, ``tanh``, ``relu``) of all edges leaving one node are fused into one matmul
     ``[W ...]^T h^T + [b ...]``, each activation is applied once over all of them, and the
-    mixtures sum_l gamma_l g_l of all target nodes are one matmul ``G @ [g_l(h)]`` with the gammas
-    in ``G``; ``identity`` joins that sum and ``zero`` costs nothing.  Any other primitive is
-    called on its own.  The cost stays linear in the number of (edge, primitive) pairs, with a
+    mixtures sum_l gamma_l g_l into the target nodes take one operation per activation kind
+    (:class:`_Block`), on the activations in place, never copied into one block; ``identity``
+    joins that sum and ``zero`` costs nothing.  Any other primitive is called on its own.  The cost stays linear in the number of (edge, primitive) pairs, with a
     few tensor operations per node instead of a few per pair.
     """
 
@@ -148,6 +163,8 @@ class Supernet(nn.Module):
         self._generic: dict[str, list] = {n: [] for n in space.order}
         self._fused: dict[str, tuple] = {}
         self._kind_rows: dict[str, list[int]] = {}
+        self._fused_shapes: dict[str, tuple[int, int]] = {}   # per node: (in, rows) of [W ...]
+        fused_index: list[Tensor] = []
         for node in space.order:
             pairs = []   # (width, 0 affine | 1 identity, edge, primitive, prim, group)
             for e, edge in enumerate(space.edges):
@@ -189,11 +206,30 @@ class Supernet(nn.Module):
                                      target_nodes,
                                      [target_nodes.index(space.edges[p[2]].target) for p in order]))
             self._fused[node] = (blocks, weight_slots, bias_slots)
+            if weight_slots:   # where [W ...] (in x rows, row-major) then [b ...] sit in W
+                slots = [layout.slots[i] for i in weight_slots]
+                n_in = slots[0].shape[0]
+                columns = torch.cat([torch.arange(s.start, s.stop).view(s.shape) for s in slots], 1)
+                biases = torch.cat([torch.arange(layout.slots[i].start, layout.slots[i].stop)
+                                    for i in bias_slots])
+                fused_index.append(torch.cat([columns.reshape(-1), biases]))
+                self._fused_shapes[node] = (n_in, columns.shape[1])
             self._kind_rows[node] = [b_ - a for block in blocks for _, a, b_ in block.kinds]
+        # the fused weights of every node gathered by one index_select
+        self.register_buffer("_fused_index", torch.cat(fused_index) if fused_index
+                             else torch.zeros(0, dtype=torch.long), persistent=False)
+        self._fused_sizes = [m * (n_in + 1) for n_in, m in self._fused_shapes.values()]
+        self._has_generic = any(self._generic.values())
+        # the gammas of every mixed kind, in the order the forward pass uses them, gathered by
+        # one index_select and split by kind
+        mixed = [(block.groups[column:column + count], count)
+                 for block in self._all_blocks() for _, column, count, _ in block.mixing]
+        self.register_buffer("_mix_index", torch.cat([g for g, _ in mixed]) if mixed
+                             else torch.zeros(0, dtype=torch.long), persistent=False)
+        self._mix_counts = [c for _, c in mixed]
         for b, block in enumerate(self._all_blocks()):   # so that .to(device) moves them
             self.register_buffer(f"_block_groups_{b}", block.groups, persistent=False)
             self.register_buffer(f"_block_targets_{b}", block.targets, persistent=False)
-            self.register_buffer(f"_block_positions_{b}", block.positions, persistent=False)
 
     def _all_blocks(self):
         for blocks, *_ in self._fused.values():
@@ -204,7 +240,6 @@ class Supernet(nn.Module):
         for b, block in enumerate(self._all_blocks()):
             block.groups = getattr(self, f"_block_groups_{b}")
             block.targets = getattr(self, f"_block_targets_{b}")
-            block.positions = getattr(self, f"_block_positions_{b}")
         return out
 
     @property
@@ -226,7 +261,11 @@ class Supernet(nn.Module):
             raise ValueError(f"the supernet takes flat weights (P,) and a batch x of shape (batch, "
                              f"{', '.join(map(str, space.node_shape(space.input)))}), got weights "
                              f"{tuple(weights.shape)} and x {tuple(x.shape)}")
-        pieces = weights.split(self._slot_sizes) if self._slot_sizes else ()
+        pieces = weights.split(self._slot_sizes) if self._has_generic else ()
+        fused = (iter(weights.index_select(0, self._fused_index).split(self._fused_sizes))
+                 if self._fused_sizes else iter(()))
+        mix = (iter(gamma.index_select(0, self._mix_index).split(self._mix_counts))
+               if self._mix_counts else iter(()))
         batch = x.shape[0]
         totals: dict[str, list[Tensor]] = {}
         values: dict[str, Tensor] = {}   # vector nodes feature-major (features, batch)
@@ -256,25 +295,34 @@ class Supernet(nn.Module):
             blocks, weight_slots, bias_slots = plan
             z = None
             if weight_slots:
-                w = torch.cat([pieces[i].view(self._slot_shapes[i]) for i in weight_slots], 1)
-                b = torch.cat([pieces[i] for i in bias_slots]).unsqueeze(1)
-                z = torch.addmm(b, w.t(), h)            # (rows, batch)
+                n_in, rows = self._fused_shapes[node]
+                w, b = next(fused).split((n_in * rows, rows))
+                z = torch.addmm(b.view(rows, 1), w.view(n_in, rows).t(), h)   # (rows, batch)
             # split, not slices: one backward node for all parts (a slice's backward fills a
             # zero tensor of the whole size)
             z_parts = iter(() if z is None else z.split(self._kind_rows[node]))
             for block in blocks:
-                outs = [next(z_parts) for _ in block.kinds]
-                outs = [o if act is None else act(o) for o, (act, _, _) in zip(outs, block.kinds)]
-                outs += [h] * block.identities
-                n = len(block.groups)
-                mixed = (outs[0] if len(outs) == 1 else torch.cat(outs)).view(n, -1)
-                g = gamma[block.groups]
+                summed = None
+                for act, column, count, ordered in block.mixing:
+                    if act == _IDENTITY:
+                        out = h.reshape(1, -1)   # every identity pair passes h itself
+                    else:
+                        out = next(z_parts)
+                        out = (out if act is None else act(out)).view(count, -1)
+                    g_k = next(mix)
+                    if len(block.target_nodes) == 1:   # one target: sum_i gamma_i out_i, a gemv
+                        piece = (g_k.sum(0, keepdim=True) if act == _IDENTITY else g_k).view(1, -1) @ out
+                    else:                               # row i goes to target targets[i]
+                        piece = g_k.view(-1, 1) * out
+                        if not ordered:
+                            piece = piece.new_zeros(len(block.target_nodes), piece.shape[1]).index_add(
+                                0, block.targets[column:column + count], piece)
+                    summed = piece if summed is None else summed + piece
                 if len(block.target_nodes) == 1:
-                    G = g.view(1, n)
-                else:
-                    G = g.new_zeros(len(block.target_nodes), n).index_put(
-                        (block.targets, block.positions), g)
-                summed = (G @ mixed).view(len(block.target_nodes), block.width, batch)
+                    totals.setdefault(block.target_nodes[0], []).append(
+                        summed.view(block.width, batch))
+                    continue
+                summed = summed.view(len(block.target_nodes), block.width, batch)
                 for target, part in zip(block.target_nodes, summed.unbind(0)):
                     totals.setdefault(target, []).append(part)
         out = values[space.output]

@@ -59,7 +59,7 @@ def concrete_log_density(gamma_log: Tensor, logits: Tensor, temperature: "float 
 
 
 class ConcreteGroups:
-    """Every edge's Concrete (log space) at once: edges grouped by their number of primitives K.
+    """Every edge's Concrete (log space) at once, as one padded matrix of edges x primitives.
 
     Values and logits are vectors over the groups (edge, primitive) (length ``sum_e K_e``, the
     layout of ``hyper.structure_logits``; single-primitive edges hold log gamma = 0).  The
@@ -69,8 +69,11 @@ class ConcreteGroups:
         log p(log gamma) = lgamma(K) + (K - 1) log t + sum_l (s'_l - t log gamma_l)
                            - K logsumexp_l (s'_l - t log gamma_l),   s' = log_softmax(s)
 
-    :meth:`rsample` draws one ``torch.rand(K_e)`` per edge in edge order, exactly the draws of
-    the per-edge Pyro sites, so both give the same sample for the same random state.
+    The inner ``log_softmax(s)`` is not computed: it shifts a row by a constant, which the outer
+    normalisation cancels.  Edges with fewer than K_max primitives are padded with -inf scores,
+    so every formula is one tensor operation over all edges.  :meth:`rsample` draws one
+    ``torch.rand(K_e)`` per edge in edge order, exactly the draws of the per-edge Pyro sites, so
+    both give the same sample for the same random state.
     """
 
     def __init__(self, edge_sizes):
@@ -78,77 +81,92 @@ class ConcreteGroups:
         self.num_groups = sum(self.edge_sizes)
         starts = [sum(self.edge_sizes[:e]) for e in range(len(self.edge_sizes))]
         self.multi = [k for k in self.edge_sizes if k > 1]
-        rows: dict[int, tuple[list, list]] = {}
+        width = max(self.multi, default=0)
+        self._width = width
+        padded, noise, present = [], [], []
+        position = torch.full((self.num_groups,), len(self.multi) * width, dtype=torch.long)
         drawn = 0
         for start, k in zip(starts, self.edge_sizes):
             if k == 1:
                 continue
-            groups, noise = rows.setdefault(k, ([], []))
-            groups.append(list(range(start, start + k)))
-            noise.append(list(range(drawn, drawn + k)))
+            row = len(padded)
+            padded.append([start + min(l, k - 1) for l in range(width)])
+            noise.append([drawn + min(l, k - 1) for l in range(width)])
+            present.append([l < k for l in range(width)])
+            position[start:start + k] = row * width + torch.arange(k)
             drawn += k
-        self._rows = {k: (torch.tensor(g), torch.tensor(n)) for k, (g, n) in rows.items()}
-        self._on: dict[torch.device, list] = {}
+        shape = (len(padded), width)
+        self._padded = torch.tensor(padded, dtype=torch.long).reshape(shape)
+        self._noise = torch.tensor(noise, dtype=torch.long).reshape(shape)
+        self._present = torch.tensor(present, dtype=torch.bool).reshape(shape)
+        self._full = bool(self._present.all())
+        self._position = position   # where each group sits in the flattened rows (+1 zero)
+        self._log_scale = sum(math.lgamma(k) for k in self.multi)
+        self._degrees = sum(k - 1 for k in self.multi)
+        self._on: dict[torch.device, tuple] = {}
 
     def __getstate__(self):   # the per-device index cache and the last draw are not state
         state = dict(self.__dict__)
         state["_on"] = {}
         state.pop("_last", None)
+        state.pop("_drawn", None)
         return state
 
     def _index(self, device: torch.device):
         if device not in self._on:
-            self._on[device] = [(k, g.to(device), n.to(device), g.reshape(-1).to(device))
-                                for k, (g, n) in self._rows.items()]
+            self._on[device] = tuple(t.to(device) for t in
+                                     (self._padded, self._noise, self._present, self._position))
         return self._on[device]
 
-    def _assemble(self, like: Tensor, rows: list[Tensor]) -> Tensor:
-        """The vector over the groups from the per-K row matrices (0 on single-primitive edges);
+    def _masked(self, scores: Tensor, present: Tensor) -> Tensor:
+        return scores if self._full else scores.masked_fill(~present, -math.inf)
+
+    def _assemble(self, rows: Tensor) -> Tensor:
+        """The vector over the groups from the padded rows (0 on single-primitive edges);
         remembers the rows of the last vector made, so that reading it back costs no gather."""
-        index = self._index(like.device)
-        if len(index) == 1 and index[0][3].numel() == self.num_groups:   # every edge has one K
-            value = rows[0].reshape(-1)
-        else:
-            value = like.new_zeros(self.num_groups)
-            for (_, _, _, flat), r in zip(index, rows):
-                value = value.index_put((flat,), r.reshape(-1))
+        position = self._index(rows.device)[3]
+        value = torch.cat([rows.reshape(-1), rows.new_zeros(1)]).index_select(0, position)
         self._last = (value, rows)
         return value
 
-    def rows(self, value: Tensor) -> list[Tensor]:
-        """The per-K row matrices ``(E_k, K)`` of a vector over the groups."""
+    def rows(self, value: Tensor) -> Tensor:
+        """The padded matrix ``(edges with K > 1, K_max)`` of a vector over the groups (padding
+        repeats an edge's last entry)."""
         last = getattr(self, "_last", None)
         if last is not None and last[0] is value:
             return last[1]
-        return [value[groups] for _, groups, _, _ in self._index(value.device)]
+        return value[self._index(value.device)[0]]
 
     def rsample(self, logits: Tensor, temperature: Tensor) -> Tensor:
         """A reparameterised draw of log gamma for every edge, as a vector over the groups."""
         if not self.multi:
             return logits.new_zeros(self.num_groups)
+        padded, noise, present, _ = self._index(logits.device)
         u = clamp_probs(torch.cat([torch.rand(k, dtype=logits.dtype, device=logits.device)
                                    for k in self.multi]))
-        rows = []
-        for _, groups, noise, _ in self._index(logits.device):
-            gumbels = -((-(u[noise].log())).log())
-            rows.append(((logits[groups].log_softmax(-1) + gumbels) / temperature).log_softmax(-1))
-        return self._assemble(logits, rows)
+        gumbels = -((-(u[noise].log())).log())
+        scores = self._masked((logits[padded] + gumbels) / temperature, present)
+        value = self._assemble(scores.log_softmax(-1))
+        self._drawn = value
+        return value
 
     def log_prob(self, value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
         """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
-        total = value.new_zeros(())
-        index = self._index(value.device)
-        for (k, groups, _, _), v in zip(index, self.rows(value)):
-            log_scale = math.lgamma(k) + (k - 1) * temperature.log()
-            score = logits[groups].log_softmax(-1) - v.mul(temperature)
-            total = total + score.log_softmax(-1).sum() + len(groups) * log_scale
-        return total
+        if not self.multi:
+            return value.new_zeros(())
+        padded, _, present, _ = self._index(value.device)
+        score = logits[padded] - self.rows(value).mul(temperature)
+        density = self._masked(score, present).log_softmax(-1)
+        if not self._full:
+            density = density.masked_fill(~present, 0.0)
+        return density.sum() + self._log_scale + self._degrees * temperature.log()
 
     def normalise(self, value: Tensor) -> Tensor:
         """log gamma - logsumexp(log gamma) on every edge (so that gamma is on the simplex)."""
-        if not self.multi:
+        if not self.multi or value is getattr(self, "_drawn", None):   # a draw is normalised
             return value
-        return self._assemble(value, [v.log_softmax(-1) for v in self.rows(value)])
+        present = self._index(value.device)[2]
+        return self._assemble(self._masked(self.rows(value), present).log_softmax(-1))
 
 
 def _not_overridden(obj, base, *names: str) -> bool:

@@ -281,3 +281,41 @@ def test_greedy_and_hoag_reach_the_joint_evidence_optimum():
         assert abs(found[name] / found["joint"] - 1) < 0.05, found
     for name, A in found.items():
         assert abs(A / oracle - 1) < 0.05, (name, A, oracle)
+
+
+@pytest.mark.parametrize("coefficients, exact", [
+    (Coefficients(), True),                                       # evidence mode
+    (Coefficients(c_reg=0.5, c_train=2.0, c_prior=1.0), True),    # c_prior = c_train c_reg
+    (WEIGHTED, False),                                            # c_prior != c_train c_reg
+])
+def test_joint_single_backward_pass_equals_the_two_passes_where_q_is_c_train_l(coefficients, exact):
+    """``joint`` takes grad_theta L and grad_h Q from one backward pass when Q - H = c_train L;
+    the same draw through two passes gives the same gradients, and where c_prior != c_train c_reg
+    the shortcut would be wrong (so it is not taken)."""
+    from bnas_pyro.hypergradients.joint import joint_gradients
+    from bnas_pyro.objectives import trace_terms
+
+    X, y, _, _ = linear_data(d=3)
+    space = SearchSpace({"x": 3, "y": 1}, [("x", "y", ["linear", "tanh", "zero"])])
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=BETA),
+                             init_log_precision=0.5).to(DTYPE)
+    guide = MeanFieldGuide(model, init_scale=0.2, generator=torch.Generator().manual_seed(3)).to(DTYPE)
+    theta = [p for p in guide.parameters() if p.requires_grad]
+    hyper = [p for p in model.hyper.parameters() if p.requires_grad]
+    assert len(hyper) >= 2   # the precisions and the structure prior's logits
+
+    def gradients(single_pass):
+        torch.manual_seed(11)
+        terms = trace_terms(model, guide, X, y, 300)
+        return joint_gradients(terms, coefficients, theta, hyper, model.log_hyperprior,
+                               single_pass=single_pass)
+
+    one_theta, one_hyper = gradients(True)
+    two_theta, two_hyper = gradients(False)
+    auto_theta, auto_hyper = gradients(None)
+    for a, b in zip(one_theta, two_theta):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    close = all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(one_hyper, two_hyper))
+    assert close == exact
+    for a, b in zip(auto_hyper, one_hyper if exact else two_hyper):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

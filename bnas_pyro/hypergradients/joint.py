@@ -12,9 +12,22 @@ single-level ELBO maximisation).  Otherwise h follows only the direct (partial) 
 the current theta, ignoring how theta*(h) moves with h: an alternating first-order scheme, cheaper
 and more biased than ``greedy``.  A hold-out Q (``validation=True``) has no direct dependence on
 the precisions, so ``joint`` always uses the training-batch form above.
+
+When c_prior = c_train c_reg (evidence mode, and any schedule that keeps that ratio), the data and
+KL part of Q is c_train L, so both gradients come from one backward pass through the draw:
+grad_theta and grad_h of L + H / c_train, with grad_h scaled back by c_train (H = log p(h) -
+c_comb sum KL, which does not depend on theta).  Otherwise L and Q take a backward pass each.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from bnas_pyro.coefficients import Coefficients
+from bnas_pyro.objectives import ElboTerms
 
 from .base import HypergradientStrategy, OuterStepInfo, SearchState, grads_or_none, grads_or_zeros
 
@@ -31,9 +44,7 @@ class JointStrategy(HypergradientStrategy):
             hyper = search.hyper_parameters()
             terms = search.terms()
             inner = terms.inner(c)
-            outer = terms.outer(c) + search.hyper_terms()
-            g_theta = grads_or_zeros(inner, theta, retain_graph=True)
-            g_hyper = grads_or_none(outer, hyper) if hyper else []
+            g_theta, g_hyper = joint_gradients(terms, c, theta, hyper, search.hyper_terms)
             search.inner_optimizer.zero_grad(set_to_none=True)
             for p, g in zip(theta, g_theta):
                 p.grad = -g
@@ -41,3 +52,23 @@ class JointStrategy(HypergradientStrategy):
             search.apply_hypergradient(g_hyper)
             L = float(inner.detach())
         return OuterStepInfo(L=L, Q=search.evaluate_outer())
+
+
+def joint_gradients(terms: ElboTerms, c: Coefficients, theta: Sequence[Tensor],
+                    hyper: Sequence[Tensor], hyper_terms: Callable[[], Tensor],
+                    single_pass: bool | None = None) -> tuple[list[Tensor], list[Tensor | None]]:
+    """``(grad_theta L, grad_h Q)`` at one draw of the terms (zeros / ``None`` where unused).
+
+    ``single_pass`` (default: whenever c_prior = c_train c_reg and c_train != 0) takes both from
+    one backward pass of L + H / c_train, grad_h scaled by c_train; else one pass for each.
+    """
+    inner = terms.inner(c)
+    if single_pass is None:
+        single_pass = bool(hyper) and c.c_train != 0.0 and c.c_prior == c.c_train * c.c_reg
+    if single_pass:
+        both = grads_or_none(inner + hyper_terms() / c.c_train, list(theta) + list(hyper))
+        g_theta = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, both)]
+        return g_theta, [None if g is None else g * c.c_train for g in both[len(theta):]]
+    g_theta = grads_or_zeros(inner, theta, retain_graph=bool(hyper))
+    g_hyper = grads_or_none(terms.outer(c) + hyper_terms(), hyper) if hyper else []
+    return g_theta, g_hyper
