@@ -2,8 +2,8 @@
 or, where the seeds disagree, no seed confident in its own answer.
 
 For each data set (wine, breast_cancer, digits; the MLP cell space) the default search
-(``bnas-pyro search`` with no argument: evidence mode; ``--guide`` picks the guide, by default
-the structured one, ``--guide mean_field`` is the CLI's default) runs with seeds
+(``bnas-pyro search`` with no argument: evidence mode, the structured guide; ``--guide
+mean_field`` runs the Concrete relaxation instead) runs with seeds
 0..N-1 on one fixed data split (``data.seed = 0``, so only the initialisation and minibatch order
 change).  Per seed it prints the most probable structure and its probability under q; per data set
 the number of seeds that agree with the most common structure, and the largest q any disagreeing

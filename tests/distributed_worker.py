@@ -14,7 +14,7 @@ import sys
 import torch
 
 from bnas_pyro import BilevelSearch, Coefficients, SearchSpace, estimate_elbo, run_restarts
-from bnas_pyro.guides import MeanFieldGuide
+from bnas_pyro.guides import MeanFieldGuide, StructuredGuide
 from bnas_pyro.models import BayesianSupernet, NormalLikelihood
 
 TIMEOUT = 30.0  # seconds a collective waits for a peer in the tests
@@ -30,13 +30,19 @@ def cubic_data(n: int = 48):
 
 def build(seed: int = 0, parallel=None, outer_steps: int = 20, inner_steps: int = 10,
           batch_size: int | None = 16, hypergradient_override: str = "joint",
-          **options) -> BilevelSearch:
-    """A search over the degree (0..3) of a polynomial, in float64, minibatched."""
+          structured: bool = False, **options) -> BilevelSearch:
+    """A search over the degree (0..3) of a polynomial, in float64, minibatched
+    (``structured``: with StructuredGuide, its q(s) moved by all-reduced natural-gradient steps
+    from the first step on)."""
     space = SearchSpace({"x": 1, "y": 1}, [("x", "y", [{"name": "poly", "degree": d}
                                                        for d in range(4)])])
     model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=4.0)).double()
-    guide = MeanFieldGuide(model, init_scale=0.05,
-                           generator=torch.Generator().manual_seed(seed)).double()
+    if structured:
+        guide = StructuredGuide(model, init_scale=0.05, structure_warmup=0, structure_lr=0.1,
+                                generator=torch.Generator().manual_seed(seed)).double()
+    else:
+        guide = MeanFieldGuide(model, init_scale=0.05,
+                               generator=torch.Generator().manual_seed(seed)).double()
     return BilevelSearch(model, guide, Coefficients(c_temp=0.5), hypergradient_override,
                          inner_steps=inner_steps,
                          outer_steps=outer_steps, lr=0.02, hyper_lr=0.02, batch_size=batch_size,
@@ -57,8 +63,8 @@ def one_step(parallel=None) -> dict[str, torch.Tensor]:
     return state(search)
 
 
-def twenty_steps(parallel=None) -> dict[str, torch.Tensor]:
-    search = build(outer_steps=4, inner_steps=5, parallel=parallel)
+def twenty_steps(parallel=None, structured: bool = False) -> dict[str, torch.Tensor]:
+    search = build(outer_steps=4, inner_steps=5, parallel=parallel, structured=structured)
     x, y = cubic_data()
     search.run(x, y)
     return state(search)
@@ -113,6 +119,7 @@ def main(argv: list[str]) -> int:
         results = {
             "rank": parallel.rank, "first_shard": first_shard, "one_step": one_step(parallel),
             "twenty_steps": twenty_steps(parallel), "inner_loop": inner_loop(parallel), "search": search_outcome(parallel),
+            "structured": twenty_steps(parallel, structured=True),
             "restarts": None if report is None else {
                 "records": [r.to_dict() for r in report.records], "best_index": report.best_index,
                 "best_state": state_of(report)},

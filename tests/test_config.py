@@ -18,7 +18,7 @@ def _error(data) -> ConfigError:
 def test_default_config_is_the_documented_default_search():
     c = default_config()
     assert (c.data.name, c.space.name, c.search.mode) == ("digits", "mlp_cell", "evidence")
-    assert (c.search.guide, c.device, c.seed) == ("mean_field", "cpu", 0)
+    assert (c.search.guide, c.device, c.seed) == ("structured", "cpu", 0)
     assert c.search.hypergradient is None  # the mode's own: joint for evidence mode
     from bnas_pyro.app.builders import make_schedule, search_strategy
 

@@ -101,6 +101,20 @@ def test_after_twenty_steps_the_ranks_are_bit_identical(two_ranks):
         torch.testing.assert_close(a[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+def test_structured_guide_runs_data_parallel_as_in_one_process(two_ranks):
+    """StructuredGuide's q(s) steps use the all-reduced natural gradient: after 20 steps both
+    ranks hold the single-process state, q(s) included."""
+    a, b = (r["structured"] for r in two_ranks)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    reference = worker.twenty_steps(structured=True)
+    initial = worker.state(worker.build(structured=True))
+    logits = "guide.structure.logits"
+    assert (reference[logits] - initial[logits]).abs().max() > 1e-3   # q(s) moved
+    for name, value in reference.items():
+        torch.testing.assert_close(a[name], value, rtol=0, atol=1e-6, msg=name)
+
+
 def test_the_inner_loop_with_one_all_reduce_per_step_is_the_single_process_loop(two_ranks):
     reference = worker.inner_loop()
     a, b = (r["inner_loop"] for r in two_ranks)

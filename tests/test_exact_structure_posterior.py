@@ -160,24 +160,32 @@ def test_subset_exact_posterior_is_not_one_hot():
         assert 0.5 <= post.max() <= 0.9, (seed, post.max())
 
 
-KNOWN_GAP = ("measured TV 0.12 (q 0.87 / 0.11 on the top two, exact 0.75 / 0.22): q_g is shared by "
-             "every structure containing g, so the ELBO of a structure whose groups' posteriors "
-             "differ from the dominant structure's sits 0.9 nats below its evidence (0.3 for the "
-             "top); rank() refits each structure and is within 0.7 nats")
-
-
-@pytest.mark.parametrize("weights, bound, measured", [("full_rank", 0.10, 0.15),
-                                                      ("mean_field", 0.20, 0.20)])
-def test_subset_structure_posterior(weights, bound, measured):
-    """TV to the exact posterior <= ``bound`` (the target); where the target is not reached yet
-    (full rank, KNOWN_GAP) the test still fails above ``measured``, the level reached today."""
+@pytest.mark.parametrize("weights, bound", [("full_rank", 0.10), ("mean_field", 0.20)])
+def test_subset_structure_posterior(weights, bound):
+    """TV to the exact posterior <= ``bound`` (seed 1).  q(W | s) is fitted per structure here
+    (``weights_per_structure="auto"``: 16 structures, four varying edges); with q_g shared by
+    every structure containing g the runner-up's ELBO sat 0.9 nats below its evidence and TV was
+    0.12 (full rank) / 0.13 (mean field).  Measured per structure: 0.037 / 0.041."""
     torch.set_num_threads(1)
     guide, x, y, ev, post, q = subset_fit(1, weights, steps=2000)
+    assert guide.per_structure
     tv = 0.5 * np.abs(q - post).sum()
     print(f"{weights}: TV {tv:.3f}; top q {q.max():.3f}, exact {post.max():.3f}")
-    assert tv <= measured, (tv, np.round(q, 3), np.round(post, 3))
-    if tv > bound:
-        pytest.xfail(f"TV {tv:.3f} > {bound}: {KNOWN_GAP}")
+    assert tv <= bound, (tv, np.round(q, 3), np.round(post, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights, bound", [("full_rank", 0.10), ("mean_field", 0.20)])
+def test_subset_structure_posterior_seeds(weights, bound):
+    """Every seed of SUBSET_SEEDS: TV <= ``bound``.  Measured: full rank 0.037 / 0.049 / 0.037,
+    mean field 0.041 / 0.050 / 0.036 (seeds 1 / 3 / 5); with q_g shared, 0.12-0.14 on seeds 1, 3."""
+    torch.set_num_threads(1)
+    tvs = []
+    for seed in SUBSET_SEEDS:
+        _, _, _, _, post, q = subset_fit(seed, weights, steps=2000)
+        tvs.append(0.5 * np.abs(q - post).sum())
+        print(f"{weights} seed {seed}: TV {tvs[-1]:.3f}", flush=True)
+    assert max(tvs) <= bound, tvs
 
 
 def _kendall_tau(a, b):

@@ -174,6 +174,7 @@ def refit_structure(model, guide, choice: Sequence[int], x: Tensor, y: Tensor,
     full data or seeded minibatches of ``batch_size`` rows.  The model's temperature and the
     requires_grad flags of h are restored afterwards.
     """
+    guide = guide.restricted(choice) if getattr(guide, "per_structure", False) else guide
     family = refit_family(model, guide, weights)
     like = model.hyper.log_precision
     init_loc = posterior_mean_weights(model, guide).to(like)

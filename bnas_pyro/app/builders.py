@@ -103,6 +103,8 @@ def build_guide(config: RunConfig, model, data: SplitData):
     accepts = inspect.signature(cls).parameters
     if "generator" in accepts:
         options["generator"] = torch.Generator().manual_seed(config.seed)
+    if "total_steps" in accepts:   # a guide whose schedule is a fraction of the search
+        options.setdefault("total_steps", config.search.epochs * steps_per_epoch(config, data))
     if config.model.weight_prior == "scaled" and "couple_to_structure" in accepts:
         options.setdefault("couple_to_structure", True)
     try:

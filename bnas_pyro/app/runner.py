@@ -216,7 +216,10 @@ def retrain(config: RunConfig, data: SplitData, space: SearchSpace, result: Sear
     if not config.retrain.enabled:
         return Retrained(None, None, {})
     structure = result.structure
-    network, init = derive_network(result, space, structure, config.seed, config.retrain.init)
+    init = config.retrain.init
+    if init == "auto":   # E_q[W | s] of a structured guide is a fit of s's own weights
+        init = "posterior_mean" if config.search.guide == "structured" else "scratch"
+    network, init = derive_network(result, space, structure, config.seed, init)
     network = network.to(device=data.x_train.device, dtype=data.x_train.dtype)
     r = config.retrain
     x_fit, y_fit = data.x_train, data.y_train

@@ -115,7 +115,7 @@ def check_data_parallel(strategy, guide, batch_size: int | None, parallel: DataP
             f"hypergradient {strategy.name!r} differentiates through inner gradients of L inside "
             f"an outer step and does not run data-parallel; with {parallel.world_size} processes "
             "use 'joint' (evidence, enumerate) or 'random', or run it in one process")
-    if hasattr(guide, "wrap_optimizer"):
+    if hasattr(guide, "wrap_optimizer") and not getattr(guide, "data_parallel", False):
         raise ValueError(f"{type(guide).__name__} moves by its own gradient steps on one "
                          "process's data (wrap_optimizer) and does not run data-parallel; run it "
                          "in one process")
@@ -128,6 +128,8 @@ def averaging(optimizer, parallel: DataParallel | None):
     """``optimizer`` whose steps take the mean gradient over the ranks (as it is in one process)."""
     if parallel is None or isinstance(optimizer, GradientAveragingOptimizer):
         return optimizer
+    if hasattr(optimizer, "set_parallel"):   # an optimiser with steps of its own to all-reduce
+        optimizer.set_parallel(parallel)
     return GradientAveragingOptimizer(optimizer, parallel)
 
 
