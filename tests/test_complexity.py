@@ -251,7 +251,7 @@ def _structured(precision, weights, seed=3):
     space = SearchSpace({"x": 1, "h": 1, "y": 1},
                         [("x", "h", POLY), ("h", "y", ["linear", "identity"])])
     model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=4.0), precision=precision)
-    guide = StructuredGuide(model, weights=weights, structure="joint")
+    guide = StructuredGuide(model, weights=weights, structure="joint", weights_per_structure=False)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.hyper.log_precision.copy_(torch.randn(model.hyper.log_precision.shape, generator=g))
@@ -354,3 +354,26 @@ def test_c_param_structured_guide_at_a_vertex_is_the_structure_kl():
         total += (-0.5 * n * math.log(A) - float((0.5 * math.log(2 * math.pi * math.e) + sd.log()).sum())
                   + 0.5 * n * (1 + math.log(2 * math.pi)))
     assert c.weights == pytest.approx(total, rel=1e-5) and c.structure == 0.0
+
+
+def test_c_param_of_per_structure_weights_is_the_q_s_mixture_of_its_structures():
+    """With one q(W | s) per structure, C_param's moments are the q(s)-weighted mixture of the
+    restricted guides' (each structure's own q_g), so with q(s) on one structure they are its."""
+    from bnas_pyro.analysis.complexity import _structured_moments
+    from bnas_pyro.guides import StructuredGuide
+    torch.manual_seed(0)
+    space2 = SearchSpace({"x": 2, "h": 2, "y": 1},
+                         [("x", "h", ["linear", "tanh"]), ("h", "y", ["linear", "zero"])])
+    model = BayesianSupernet(space2)
+    guide = StructuredGuide(model, structure="joint", weights_per_structure=True)
+    assert guide.per_structure
+    with torch.no_grad():
+        guide.loc.normal_()
+        guide.structure.logits.fill_(-30.0)
+        guide.structure.logits[0] = 30.0
+    mixture = _structured_moments(model, guide)
+    alone = _structured_moments(model, guide.restricted(guide.structure.choices[0]))
+    torch.testing.assert_close(mixture.presence, alone.presence)
+    read = alone.presence > 0
+    torch.testing.assert_close(mixture.second_moment[read], alone.second_moment[read])
+    torch.testing.assert_close(mixture.entropy, alone.entropy)

@@ -157,7 +157,12 @@ def _structured_moments(model, guide: StructuredGuide) -> WeightMoments:
     """Exact moments of every q_g of a StructuredGuide and P_q(g in s) per parameter.
 
     Var(w_i) is the squared row norm of q_g's Cholesky factor; H(q_g) = sum_{i in g} (1/2 ln 2 pi e
-    + ln L_ii), split over the parameters by the factor's diagonal (the guide's scale)."""
+    + ln L_ii), split over the parameters by the factor's diagonal (the guide's scale).  With one
+    q(W | s) per structure the moments are the q(s)-weighted mixture over the structures that read
+    each parameter: P_i = sum_s q(s) [g(i) in s], E[w_i^2] = sum_s q(s) [g(i) in s] E_s[w_i^2] / P_i
+    (and the mean alike), and the entropy sum_s q(s) sum_{g in s} H(q_{g,s})."""
+    if getattr(guide, "per_structure", False):
+        return _per_structure_moments(model, guide)
     mean = guide.loc.detach()
     scale = guide.scale.detach()
     if guide.weights_family == "full_rank" and guide._group_bounds:
@@ -171,6 +176,28 @@ def _structured_moments(model, guide: StructuredGuide) -> WeightMoments:
     weighted = torch.where(presence > 0, presence * per_param, torch.zeros_like(per_param))
     return WeightMoments(mean, var, mean**2 + var, weighted.sum(), exact=True, presence=presence,
                          entropy_per_parameter=weighted)
+
+
+@torch.no_grad()
+def _per_structure_moments(model, guide: StructuredGuide) -> WeightMoments:
+    """:func:`_structured_moments` for a guide with one q(W | s) per structure (its docstring)."""
+    q = guide.structure_probabilities().detach()
+    presence = mean = second = weighted = None
+    for choice, q_s in zip(guide.structure.choices, q):
+        m = _structured_moments(model, guide.restricted(choice))   # presence 0/1 on s
+        w = q_s * m.presence
+        parts = (w, w * m.mean, w * m.second_moment, q_s * m.entropy_per_parameter)
+        if presence is None:
+            presence, mean, second, weighted = parts
+        else:
+            presence, mean, second, weighted = (a + b for a, b in
+                                                zip((presence, mean, second, weighted), parts))
+    read = presence > 0
+    safe = torch.where(read, presence, torch.ones_like(presence))
+    mean = torch.where(read, mean / safe, torch.zeros_like(mean))
+    second = torch.where(read, second / safe, torch.zeros_like(second))
+    return WeightMoments(mean, (second - mean**2).clamp_min(0), second, weighted.sum(), exact=True,
+                         presence=presence, entropy_per_parameter=weighted)
 
 
 def precision_groups(model) -> Tensor:
