@@ -144,8 +144,9 @@ class Supernet(nn.Module):
     ``[W ...]^T h^T + [b ...]``, each activation is applied once over all of them, and the
     mixtures sum_l gamma_l g_l into the target nodes take one operation per activation kind
     (:class:`_Block`), on the activations in place, never copied into one block; ``identity``
-    joins that sum and ``zero`` costs nothing.  Any other primitive is called on its own.  The cost stays linear in the number of (edge, primitive) pairs, with a
-    few tensor operations per node instead of a few per pair.
+    joins that sum and ``zero`` costs nothing. Any other primitive is called on its own. The
+    cost stays linear in the number of (edge, primitive) pairs, with a few tensor operations per
+    node instead of a few per pair.
     """
 
     def __init__(self, space: SearchSpace):
@@ -220,6 +221,8 @@ class Supernet(nn.Module):
                              else torch.zeros(0, dtype=torch.long), persistent=False)
         self._fused_sizes = [m * (n_in + 1) for n_in, m in self._fused_shapes.values()]
         self._has_generic = any(self._generic.values())
+        #: per node, the edges its value depends on (for :func:`forward_structures`)
+        self.edge_dependencies = _edge_dependencies(space)
         # the gammas of every mixed kind, in the order the forward pass uses them, gathered by
         # one index_select and split by kind
         mixed = [(block.groups[column:column + count], count)
@@ -363,10 +366,7 @@ def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor, choices: 
     S, batch = choices.shape[0], x.shape[0]
     if weight_rows is None:
         weight_rows = torch.zeros(S, dtype=torch.long, device=choices.device)
-    deps = getattr(supernet, "_edge_deps", None)
-    if deps is None:
-        deps = _edge_dependencies(space)
-        supernet._edge_deps = deps
+    deps = supernet.edge_dependencies
     key_cols = torch.cat([choices, weight_rows[:, None]], 1)
     context: dict[str, Tensor] = {}     # node -> context index of every structure (S,)
     first: dict[str, Tensor] = {}       # node -> one structure per context

@@ -293,10 +293,6 @@ def choose_bound(estimates: Sequence[EvidenceEstimate], bound: str, num_draws: i
 
 def beats_probability(a: float, se_a: float, b: float, se_b: float) -> float:
     """P(a beats b) = Phi((a - b) / sqrt(se_a^2 + se_b^2)), two independent Gaussian estimates."""
-    return _beats(a, se_a, b, se_b)
-
-
-def _beats(a: float, se_a: float, b: float, se_b: float) -> float:
     sd = math.sqrt(se_a**2 + se_b**2)
     if sd > 0:
         return 0.5 * (1 + math.erf((a - b) / (sd * math.sqrt(2))))
@@ -347,7 +343,7 @@ def rank_structures(model, guide, x: Tensor, y: Tensor, k: int = 5, refit_steps:
         beats = None
         if i + 1 < len(rows):
             nv, nse = rows[i + 1][2].value(bound)
-            beats = _beats(value + lp, se, nv + rows[i + 1][3], nse)
+            beats = beats_probability(value + lp, se, nv + rows[i + 1][3], nse)
         out.append(RankedEvidence(
             {e.name: e.labels[l] for e, l in zip(edges, choice)}, q, value, se, lp, post[i], beats,
             bound=bound, elbo=est.elbo, elbo_se=est.elbo_se, iw_bound=est.iw_bound,

@@ -43,14 +43,13 @@ class JointStrategy(HypergradientStrategy):
             theta = list(search.theta().values())
             hyper = search.hyper_parameters()
             terms = search.terms()
-            inner = terms.inner(c)
             g_theta, g_hyper = joint_gradients(terms, c, theta, hyper, search.hyper_terms)
             search.inner_optimizer.zero_grad(set_to_none=True)
             for p, g in zip(theta, g_theta):
                 p.grad = -g
             search.inner_optimizer.step()
             search.apply_hypergradient(g_hyper)
-            L = float(inner.detach())
+            L = float(terms.detach().inner(c))
         return OuterStepInfo(L=L, Q=search.evaluate_outer())
 
 
