@@ -221,7 +221,8 @@ class Supernet(nn.Module):
                              else torch.zeros(0, dtype=torch.long), persistent=False)
         self._fused_sizes = [m * (n_in + 1) for n_in, m in self._fused_shapes.values()]
         self._has_generic = any(self._generic.values())
-        #: per node, the edges its value depends on (for :func:`forward_structures`)
+        #: per node, the edges its value depends on (for
+        #: :func:`bnas_pyro.supernet_structures.forward_structures`)
         self.edge_dependencies = _edge_dependencies(space)
         # the gammas of every mixed kind, in the order the forward pass uses them, gathered by
         # one index_select and split by kind
@@ -343,71 +344,3 @@ def _edge_dependencies(space: SearchSpace) -> dict[str, list[int]]:
                 mine |= {e} | deps[edge.source]
         deps[node] = mine
     return {n: sorted(d) for n, d in deps.items()}
-
-
-def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor, choices: Tensor,
-                       weight_rows: Tensor | None = None) -> Tensor:
-    """f(x; W, s) for every discrete structure s (row of ``choices``, (S, E): the primitive of
-    every edge), shape (S, batch, *out), with the computation shared between structures.
-
-    The value of node j under s depends only on the choices of the edges ``_edge_dependencies``
-    lists for j, so node j is computed once per distinct *context* (those choices, and the weight
-    row), not once per structure: with N hidden nodes in a cell, the nodes near the input have a
-    few contexts and only the last ones up to S.  Each (edge, primitive, weight row) is one call
-    of the primitive on all the source contexts that need it; gamma is one-hot, so no mixture is
-    formed and ``zero`` costs nothing.  ``weights`` is one flat W (P,) or several (R, P) with
-    ``weight_rows`` (S,) saying which row each structure reads (rows that differ only in their
-    gradient, e.g. preconditioned copies, keep their own contexts).  Equal, to rounding, to
-    ``supernet(x, W_r, one_hot(s))`` per structure.
-    """
-    space, layout = supernet.space, supernet.layout
-    if weights.dim() == 1:
-        weights = weights.unsqueeze(0)
-    S, batch = choices.shape[0], x.shape[0]
-    if weight_rows is None:
-        weight_rows = torch.zeros(S, dtype=torch.long, device=choices.device)
-    deps = supernet.edge_dependencies
-    key_cols = torch.cat([choices, weight_rows[:, None]], 1)
-    context: dict[str, Tensor] = {}     # node -> context index of every structure (S,)
-    first: dict[str, Tensor] = {}       # node -> one structure per context
-    values: dict[str, Tensor] = {}      # node -> (contexts, batch, *shape)
-    E = choices.shape[1]
-    for node in space.order:
-        shape = space.node_shape(node)
-        if node == space.input:
-            context[node] = torch.zeros(S, dtype=torch.long, device=choices.device)
-            first[node] = torch.zeros(1, dtype=torch.long, device=choices.device)
-            values[node] = x.unsqueeze(0)
-            continue
-        cols = deps[node] + [E]
-        keys, inverse = torch.unique(key_cols[:, cols], dim=0, return_inverse=True)
-        n_ctx = keys.shape[0]
-        rep = torch.full((n_ctx,), S, dtype=torch.long, device=choices.device).scatter_reduce(
-            0, inverse, torch.arange(S, device=choices.device), "amin")
-        context[node], first[node] = inverse, rep
-        total = None
-        for e, edge in enumerate(space.edges):
-            if edge.target != node:
-                continue
-            src = edge.source
-            chosen = choices[rep, e]                      # (n_ctx,)
-            src_ctx = context[src][rep]                   # (n_ctx,)
-            row = weight_rows[rep]
-            for l, prim in enumerate(space.primitive_instances[e]):
-                if prim.is_zero:
-                    continue
-                for r in torch.unique(row[chosen == l]).tolist():
-                    targets = ((chosen == l) & (row == r)).nonzero()[:, 0]
-                    needed, pos = torch.unique(src_ctx[targets], return_inverse=True)
-                    inp = values[src].index_select(0, needed)
-                    params = layout.unflatten(weights[r], e, l)
-                    out = prim(inp.reshape(-1, *inp.shape[2:]), params)
-                    out = out.reshape(needed.shape[0], batch, *out.shape[1:]).index_select(0, pos)
-                    if total is None:
-                        total = out.new_zeros(n_ctx, *out.shape[1:])
-                    total = total.index_add(0, targets, out)
-        if total is None:   # every incoming primitive is "zero" in every context
-            total = x.new_zeros(n_ctx, batch, *shape)
-        values[node] = total
-    out = values[space.output]
-    return out.index_select(0, context[space.output])

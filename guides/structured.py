@@ -82,7 +82,7 @@ from torch.nn.functional import softplus
 from bnas_pyro.models.structure_priors import STRUCTURE_ROLE, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE, GaussianWeightPrior
 from bnas_pyro.objectives import ElboTerms
-from bnas_pyro.supernet import forward_structures
+from bnas_pyro.supernet_structures import StructurePlan, forward_structures, plan_structures
 
 from .mean_field import _inverse_softplus, initial_locations
 from .optimizer_wrapper import WrappedOptimizer
@@ -94,6 +94,8 @@ StructureFamily = Literal["auto", "joint", "factorised"]
 ABSENT_LOG_GAMMA = -1.0e4
 #: floor of P_q(g in s) in the preconditioner
 _TINY = 1.0e-25
+#: the factorised draws whose StructurePlan is kept
+_KEPT_PLANS = 32
 
 
 class DiscreteStructure(nn.Module):
@@ -130,6 +132,9 @@ class DiscreteStructure(nn.Module):
                 list(itertools.product(*[range(k) for k in self.edge_sizes])),
                 dtype=torch.long).reshape(-1, len(self.edge_sizes))
             self.register_buffer("choices", choices.to(like.device), persistent=False)
+            # the group (edge, primitive) of every edge of every structure, (N, E)
+            starts = torch.tensor(self._starts, dtype=torch.long, device=like.device)
+            self.register_buffer("_support_groups", self.choices + starts, persistent=False)
 
     def edge_logits(self, edge: int) -> Tensor:
         if self.joint:
@@ -145,8 +150,9 @@ class DiscreteStructure(nn.Module):
         if not self.joint:
             return [torch.softmax(self.edge_logits(e), -1) for e in range(len(self.edge_sizes))]
         p = torch.softmax(self.logits, -1)
-        return [p.new_zeros(k).index_add(0, self.choices[:, e], p)
-                for e, k in enumerate(self.edge_sizes)]
+        marginals = p.new_zeros(sum(self.edge_sizes)).index_add(
+            0, self._support_groups.reshape(-1), p.repeat_interleave(len(self.edge_sizes)))
+        return list(marginals.split(self.edge_sizes))
 
     @torch.no_grad()
     def min_prior_kl(self) -> Tensor:
@@ -243,6 +249,7 @@ class StructuredGuide(nn.Module):
         self._c_reg = 1.0
         self._natural: Tensor | None = None
         self._natural_count = 0
+        self._plans: dict = {}   # StructurePlan per (structures, weight rows, device)
         self._temperature = 1.0
         if weights not in ("mean_field", "full_rank"):
             raise ValueError(f"weights must be 'mean_field' or 'full_rank', got {weights!r}")
@@ -276,6 +283,14 @@ class StructuredGuide(nn.Module):
         self._group_offsets = list(layout.group_offsets)
         self.register_buffer("_offsets", torch.tensor(self._group_offsets, dtype=torch.long,
                                                       device=self.loc.device), persistent=False)
+        # the structure logits as an (edges x K_max) matrix, padding at index num_groups
+        sizes_e, k_max = self.structure.edge_sizes, max(self.structure.edge_sizes)
+        pad = torch.full((len(sizes_e), k_max), layout.num_groups, dtype=torch.long)
+        for e, k in enumerate(sizes_e):
+            pad[e, :k] = torch.arange(k) + self._group_offsets[e]
+        unpad = torch.cat([torch.arange(k) + e * k_max for e, k in enumerate(sizes_e)])
+        self.register_buffer("_prior_pad", pad.to(self.loc.device), persistent=False)
+        self.register_buffer("_prior_unpad", unpad.to(self.loc.device), persistent=False)
 
     @staticmethod
     def _steps_of(value: float, total_steps: int | None) -> int:
@@ -387,18 +402,27 @@ class StructuredGuide(nn.Module):
         return kls[rows].gather(1, groups).sum(-1)
 
     # ------------------------------------------------------------------ q(s)
+    def _prior_group_log_probs(self) -> Tensor:
+        """log p(s_e = l | m) for every group (e, l), shape (num_groups,): the logits padded
+        to one (edges x K_max) matrix, one log_softmax, the groups gathered back."""
+        logits = self.model.hyper.structure_logits
+        padded = torch.cat([logits, logits.new_full((1,), -math.inf)])[self._prior_pad]
+        return torch.log_softmax(padded, -1).reshape(-1)[self._prior_unpad]
+
     def _prior_log_probs(self) -> list[Tensor]:
-        hyper = self.model.hyper
-        return [torch.log_softmax(hyper.logits(e), -1) for e in range(len(hyper.edge_sizes))]
+        return list(self._prior_group_log_probs().split(self.structure.edge_sizes))
+
+    def _support_prior_log_probs(self) -> Tensor:
+        """log p(s | m) for every structure of a joint q, shape (N,)."""
+        groups = self.structure._support_groups
+        return self._prior_group_log_probs()[groups].sum(-1)
 
     def structure_kl(self) -> Tensor:
         """KL(q(s) || p(s | m)), exact."""
-        prior = self._prior_log_probs()
         if self.joint:
             log_q = self.structure.log_probs()
-            choices = self.structure.choices
-            log_p = sum(lp[choices[:, e]] for e, lp in enumerate(prior))
-            return (log_q.exp() * (log_q - log_p)).sum()
+            return (log_q.exp() * (log_q - self._support_prior_log_probs())).sum()
+        prior = self._prior_log_probs()
         total = self.loc.new_zeros(())
         for e, lp in enumerate(prior):
             log_q = torch.log_softmax(self.structure.edge_logits(e), -1)
@@ -479,7 +503,8 @@ class StructuredGuide(nn.Module):
         a vectorised forward pass per structure."""
         model = self.model
         if weights.dim() == 1 or weight_rows is not None:
-            f = forward_structures(model.supernet, x, weights, choices, weight_rows)
+            f = forward_structures(model.supernet, x, weights,
+                                   plan=self._plan_of(choices, weight_rows, x.device))
         else:
             f = self.forward_structures(x, weights, choices)      # (S, batch, *out)
         S, batch = f.shape[0], f.shape[1]
@@ -488,6 +513,23 @@ class StructuredGuide(nn.Module):
         ll = model.likelihood.log_prob(model, flat, y_rep).reshape(S, batch).sum(-1)
         scale = 1.0 if num_data is None else float(num_data) / batch
         return ll * scale
+
+    def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device) -> StructurePlan:
+        """The :class:`~bnas_pyro.supernet_structures.StructurePlan` of these structures, kept
+        for the joint support (the same every step) and for the last few factorised draws."""
+        if weight_rows is None and choices is self.structure.choices:
+            key = ("support", str(device))   # no copy to the host on an accelerator
+        else:
+            key = (torch.cat([choices.reshape(-1), torch.tensor([-1], device=choices.device)]
+                             + ([] if weight_rows is None else [weight_rows.reshape(-1)]))
+                   .cpu().numpy().tobytes(), choices.shape, str(device))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_structures(self.model.supernet, choices, weight_rows).to(device)
+            if len(self._plans) >= _KEPT_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
 
     def forward_structures(self, x: Tensor, weights: Tensor, choices: Tensor) -> Tensor:
         """f(x; W_s, s) for every structure, shape (S, batch, *out), vectorised over the
@@ -586,12 +628,12 @@ class StructuredGuide(nn.Module):
         data terms ll_s - c_reg sum_{g in s} KL_g are divided by t."""
         c = self._c_reg
         t = self._temperature
-        prior = self._prior_log_probs()
         if self.joint:
             log_q = self.structure.log_probs()
-            log_p = sum(lp[choices[:, e]] for e, lp in enumerate(prior))
+            log_p = self._support_prior_log_probs()
             kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
             return (ll - c * kl_s) / t - c * (log_q - log_p)
+        prior = self._prior_log_probs()
         out = []
         row = 0
         for e, k in enumerate(self.structure.edge_sizes):

@@ -67,6 +67,11 @@ class CategoricalLikelihood(Likelihood):
         scale = 1.0 if num_data is None else int(num_data) / f.shape[0]
         return torch.nn.functional.cross_entropy(f, y, reduction="sum") * -scale
 
+    def log_prob(self, model, f, y):
+        if self.supports_fused_terms():   # log_softmax(f)[y], without building a distribution
+            return -torch.nn.functional.cross_entropy(f, y, reduction="none")
+        return super().log_prob(model, f, y)
+
     def check_targets(self, y, output_size):
         if y.dtype.is_floating_point:
             raise TypeError(f"class labels must be integers, got dtype {y.dtype}")
@@ -103,6 +108,14 @@ class NormalLikelihood(Likelihood):
         lp = dist.Normal(f, scale, validate_args=False).log_prob(y)
         factor = 1.0 if num_data is None else int(num_data) / f.shape[0]
         return lp.sum() * factor
+
+    def log_prob(self, model, f, y):
+        if not self.supports_fused_terms():
+            return super().log_prob(model, f, y)
+        scale = model.hyper.log_noise_precision.mul(-0.5).exp()
+        lp = dist.Normal(f.squeeze(-1) if f.dim() == 2 and f.shape[-1] == 1 else f, scale,
+                         validate_args=False).log_prob(y)
+        return lp if lp.dim() == 1 else lp.reshape(lp.shape[0], -1).sum(-1)
 
     def check_targets(self, y, output_size):
         if not y.dtype.is_floating_point:

@@ -75,22 +75,34 @@ def test_guides_are_created_in_the_models_dtype():
 def test_structure_batched_forward_equals_one_forward_per_structure():
     """forward_structures (node values shared between structures) against the supernet at
     gamma one-hot, structure by structure, with two weight rows: values and gradients (a space
-    with generic primitives, constant and poly; the 96 structures of the 2-node MLP cell)."""
+    with generic primitives, constant and poly: the generic plan; the 96 structures of the 2-node
+    MLP cell and 200 of the 3-node one's: the fused plan)."""
     import itertools
 
     from bnas_pyro.spaces import mlp_cell_space
-    from bnas_pyro.supernet import forward_structures
+    from bnas_pyro.supernet_structures import forward_structures, plan_structures
 
-    for sp in (space(), mlp_cell_space(3, 2, hidden=4, nodes=2)):
+    first = space()
+    for sp in (first, mlp_cell_space(3, 2, hidden=4, nodes=2), mlp_cell_space(3, 2, hidden=3, nodes=3)):
         net = BayesianSupernet(sp).double().supernet
         sizes = [len(e) for e in sp.edges]
         choices = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))
         g = torch.Generator().manual_seed(0)
+        if choices.shape[0] > 200:   # 200 of the 3-node cell's 12288 structures
+            choices = choices[torch.randperm(choices.shape[0], generator=g)[:200]]
         w = torch.randn(2, net.num_parameters, generator=g, dtype=torch.float64,
                         requires_grad=True)
         rows = torch.randint(0, 2, (choices.shape[0],), generator=g)
         x = torch.randn(6, 3, generator=g, dtype=torch.float64)
-        out = forward_structures(net, x, w, choices, rows)
+        plan = plan_structures(net, choices, rows)
+        assert plan.fused == (sp is not first)   # the MLP cell takes the fused plan
+        out = forward_structures(net, x, w, plan=plan)
+        torch.testing.assert_close(forward_structures(net, x, w, choices, rows), out)
+        one = forward_structures(net, x, w[0], choices)     # one flat W, no weight rows
+        torch.testing.assert_close(one, torch.stack([
+            net(x, w[0], [None if k == 1 else torch.nn.functional.one_hot(c[e], k).double()
+                          for e, k in enumerate(sizes)]) for c in choices]),
+            rtol=1e-10, atol=1e-12)
         expected = torch.stack([
             net(x, w[r], [None if k == 1 else torch.nn.functional.one_hot(c[e], k).double()
                           for e, k in enumerate(sizes)])

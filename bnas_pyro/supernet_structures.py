@@ -1,0 +1,328 @@
+"""f(x; W, s) for many discrete structures s at once (METHOD.md section 1, gamma one-hot).
+
+The bound of the structured guide (METHOD.md section 3) needs log p(y | X, W, s) for every
+structure s of a joint q(s) in every step.  The value of node j under s depends only on the
+choices of the edges into j and, recursively, into their sources (``edge_dependencies``), so node
+j is computed once per distinct *context* (those choices and the weight row a structure reads),
+not once per structure: with N hidden nodes in a cell the nodes near the input have a few contexts
+and only the last ones up to S.
+
+A :class:`StructurePlan` holds everything that depends only on the structures and weight rows
+(the contexts of every node, which rows each context gathers), so a search whose support is
+fixed (a joint q(s)) builds it once and every step is a short, fixed sequence of tensor
+operations.  Spaces whose nodes are all vectors and whose primitives are the built-in affine ones,
+``identity`` and ``zero`` take the *fused* plan: per source node one batched matmul over its
+contexts for all affine pairs leaving it (the supernet's fused layout), the activations once per
+kind, and per (edge into j) one ``index_select`` from that node's bank of outputs.  Any other
+space takes the generic plan: one call per (edge, primitive, weight row) on the source contexts
+that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from bnas_pyro.supernet import _IDENTITY, Supernet
+
+
+@dataclass
+class _Bank:
+    """The outputs of one fused block of one source node over all its contexts, in rows:
+    per kind, row ``offset + context * count + pair``; identity rows ``offset + context``; the
+    last row zero."""
+
+    block: int
+    kind_offsets: list[int]
+    identity_offset: int | None
+    zero_row: int
+
+
+@dataclass
+class _GenericCall:
+    """One primitive call into a node: edge, primitive, weight row, the source contexts it reads
+    and, per target context it feeds, which of those outputs it adds."""
+
+    edge: int
+    primitive: int
+    row: int
+    needed: Tensor
+    positions: Tensor
+    targets: Tensor
+
+
+@dataclass
+class StructurePlan:
+    """The contexts of every node for fixed ``choices`` (S, E) and ``weight_rows`` (S,).
+
+    ``contexts[node]``: how many distinct contexts the node has; ``context_rows[node]``: the
+    weight row of each; ``output_index``: the output context of every structure.  ``fused``
+    plans hold per node the bank rows each incoming edge gathers (``gathers``); generic plans the
+    primitive calls (``calls``).
+    """
+
+    num_structures: int
+    num_rows: int
+    fused: bool
+    contexts: dict[str, int]
+    context_rows: dict[str, Tensor]
+    output_index: Tensor
+    banks: dict[tuple[str, int], _Bank] = field(default_factory=dict)
+    gathers: dict[str, list[tuple[str, int, Tensor]]] = field(default_factory=dict)
+    calls: dict[str, list[_GenericCall]] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> "StructurePlan":
+        """The plan with its index tensors on ``device``."""
+        if torch.device(device) == self.device:
+            return self
+        move = (lambda t: t.to(device))
+        return StructurePlan(
+            self.num_structures, self.num_rows, self.fused, dict(self.contexts),
+            {n: move(t) for n, t in self.context_rows.items()}, move(self.output_index),
+            dict(self.banks),
+            {n: [(k, b, move(t)) for k, b, t in g] for n, g in self.gathers.items()},
+            {n: [_GenericCall(c.edge, c.primitive, c.row, move(c.needed), move(c.positions),
+                              move(c.targets)) for c in cs] for n, cs in self.calls.items()},
+            torch.device(device))
+
+
+def _fusable_space(supernet: Supernet) -> bool:
+    """Every node a vector and every primitive fused by the supernet (affine, identity, zero)."""
+    return (not any(supernet._generic.values())
+            and all(supernet._vector[n] for n in supernet.space.order))
+
+
+def plan_structures(supernet: Supernet, choices: Tensor,
+                    weight_rows: Tensor | None = None) -> StructurePlan:
+    """The :class:`StructurePlan` of ``choices`` (S, E) (the primitive of every edge of every
+    structure) reading weight rows ``weight_rows`` (S,) (default: row 0 for all)."""
+    space = supernet.space
+    device = choices.device
+    choices = choices.detach().to("cpu", torch.long)
+    S, E = choices.shape
+    if E != len(space.edges):
+        raise ValueError(f"choices name a primitive for each of {E} edges; the space has "
+                         f"{len(space.edges)}")
+    rows = (torch.zeros(S, dtype=torch.long) if weight_rows is None
+            else weight_rows.detach().to("cpu", torch.long))
+    if rows.shape != (S,):
+        raise ValueError(f"weight_rows must have one entry per structure ({S}), got shape "
+                         f"{tuple(rows.shape)}")
+    for e, prims in enumerate(space.primitive_instances):
+        bad = (choices[:, e] < 0) | (choices[:, e] >= len(prims))
+        if bool(bad.any()):
+            s = int(bad.nonzero()[0])
+            raise ValueError(f"structure {s} chooses primitive {int(choices[s, e])} on edge "
+                             f"{space.edges[e].name}, which has {len(prims)}")
+    keys = torch.cat([choices, rows[:, None]], 1)
+    deps = supernet.edge_dependencies
+    context: dict[str, Tensor] = {}     # node -> context of every structure (S,)
+    first: dict[str, Tensor] = {}       # node -> one structure per context
+    for node in space.order:
+        if node == space.input:
+            context[node] = torch.zeros(S, dtype=torch.long)
+            first[node] = torch.zeros(1, dtype=torch.long)
+            continue
+        _, inverse = torch.unique(keys[:, deps[node] + [E]], dim=0, return_inverse=True)
+        n_ctx = int(inverse.max()) + 1 if S else 0
+        context[node] = inverse
+        first[node] = torch.full((n_ctx,), S, dtype=torch.long).scatter_reduce(
+            0, inverse, torch.arange(S), "amin")
+    # the input's one context reads every weight row: its "rows" are those of its consumers
+    context_rows = {n: rows[first[n]] for n in space.order if n != space.input}
+    num_rows = int(rows.max()) + 1 if S else 1
+    plan = StructurePlan(S, num_rows, _fusable_space(supernet),
+                         {n: int(first[n].shape[0]) for n in space.order}, context_rows,
+                         context[space.output])
+    if plan.fused:
+        _plan_fused(supernet, plan, choices, context, first, rows)
+    else:
+        _plan_generic(supernet, plan, choices, context, first, rows)
+    return plan.to(device)
+
+
+def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
+    space, layout = supernet.space, supernet.layout
+    # where every group sits in the bank of its source node: (block, kind, pair) or identity
+    where: dict[int, tuple[int, int | None, int]] = {}
+    for node, (blocks, _, _) in supernet._fused.items():
+        for b, block in enumerate(blocks):
+            offsets, row, identity = [], 0, None
+            n_ctx = plan.contexts[node] * (plan.num_rows if node == space.input else 1)
+            for m, (act, column, count, _) in enumerate(block.mixing):
+                for i in range(count):
+                    where[int(block.groups[column + i])] = (b, None if act == _IDENTITY else m, i)
+                if act == _IDENTITY:
+                    identity = row
+                    row += n_ctx
+                else:
+                    offsets.append(row)
+                    row += n_ctx * count
+            plan.banks[(node, b)] = _Bank(b, offsets, identity, row)
+    # the input node has one context per weight row (its pre-activations differ by row)
+    input_context = torch.arange(plan.num_rows)
+    for node in space.order:
+        if node == space.input:
+            continue
+        rep = first[node]
+        gathers = []
+        for e, edge in enumerate(space.edges):
+            if edge.target != node:
+                continue
+            src = edge.source
+            chosen = choices[rep, e]
+            src_ctx = (input_context[rows[rep]] if src == space.input else context[src][rep])
+            index = torch.empty(rep.shape[0], dtype=torch.long)
+            block = None
+            for c in range(rep.shape[0]):
+                prim = space.primitive_instances[e][int(chosen[c])]
+                bank = None
+                if not prim.is_zero:
+                    g = layout.group_offsets[e] + int(chosen[c])
+                    b, kind, i = where[g]
+                    block = b if block is None else block
+                    bank = plan.banks[(src, b)]
+                    count = supernet._fused[src][0][b].mixing[kind][2] if kind is not None else 1
+                    index[c] = (bank.identity_offset + src_ctx[c] if kind is None
+                                else bank.kind_offsets[kind] + src_ctx[c] * count + i)
+                else:
+                    index[c] = -1
+            if block is None:   # every context takes "zero" on this edge
+                continue
+            zero = plan.banks[(src, block)].zero_row
+            index[index < 0] = zero
+            gathers.append((src, block, index))
+        plan.gathers[node] = gathers
+
+
+def _plan_generic(supernet, plan, choices, context, first, rows) -> None:
+    space = supernet.space
+    for node in space.order:
+        if node == space.input:
+            continue
+        rep = first[node]
+        calls = []
+        for e, edge in enumerate(space.edges):
+            if edge.target != node:
+                continue
+            chosen = choices[rep, e]
+            src_ctx = context[edge.source][rep]
+            row = rows[rep]
+            for l, prim in enumerate(space.primitive_instances[e]):
+                if prim.is_zero:
+                    continue
+                for r in torch.unique(row[chosen == l]).tolist():
+                    targets = ((chosen == l) & (row == r)).nonzero()[:, 0]
+                    needed, pos = torch.unique(src_ctx[targets], return_inverse=True)
+                    calls.append(_GenericCall(e, l, int(r), needed, pos, targets))
+        plan.calls[node] = calls
+
+
+def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor, choices: Tensor | None = None,
+                       weight_rows: Tensor | None = None,
+                       plan: StructurePlan | None = None) -> Tensor:
+    """f(x; W, s) for every discrete structure s (row of ``choices``, (S, E): the primitive of
+    every edge), shape (S, batch, *out), with the computation shared between structures (module
+    docstring).  ``weights`` is one flat W (P,) or several (R, P) with ``weight_rows`` (S,)
+    saying which row each structure reads (rows that differ only in their gradient, e.g.
+    preconditioned copies, keep their own contexts).  ``plan`` (from :func:`plan_structures`)
+    replaces ``choices`` and ``weight_rows`` where the same structures are evaluated often.
+    Equal, to rounding, to ``supernet(x, W_r, one_hot(s))`` per structure.
+    """
+    if plan is None:
+        if choices is None:
+            raise ValueError("forward_structures needs choices or a plan")
+        plan = plan_structures(supernet, choices, weight_rows)
+    plan = plan.to(x.device)
+    if weights.dim() == 1:
+        weights = weights.unsqueeze(0)
+    if weights.shape[0] < plan.num_rows:
+        raise ValueError(f"the structures read weight rows up to {plan.num_rows - 1}; got "
+                         f"{weights.shape[0]} rows")
+    if plan.fused:
+        return _forward_fused(supernet, plan, x, weights)
+    return _forward_generic(supernet, plan, x, weights)
+
+
+def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: Tensor) -> Tensor:
+    """Vector nodes held as (contexts, features, batch)."""
+    space = supernet.space
+    batch = x.shape[0]
+    R = plan.num_rows
+    fused = (iter(weights.index_select(1, supernet._fused_index).split(supernet._fused_sizes, 1))
+             if supernet._fused_sizes else iter(()))
+    banks: dict[tuple[str, int], Tensor] = {}
+    out = None
+    for node in space.order:
+        if node == space.input:
+            h = x.t().unsqueeze(0)                               # (1, in, batch)
+        else:
+            h = None
+            for src, block, index in plan.gathers[node]:
+                part = banks[(src, block)].index_select(0, index)
+                h = part if h is None else h + part
+            if h is None:   # every incoming primitive is "zero" in every context
+                h = x.new_zeros(plan.contexts[node], space.nodes[node], batch)
+        if node == space.output:
+            out = h
+        if node not in supernet._fused:
+            continue
+        blocks, weight_slots, _ = supernet._fused[node]
+        pieces = iter(())
+        if weight_slots:
+            n_in, rows = supernet._fused_shapes[node]
+            wb = next(fused)                                     # (R, n_in * rows + rows)
+            w, b = wb[:, :n_in * rows].view(R, n_in, rows), wb[:, n_in * rows:]
+            if node == space.input:                              # one context per weight row
+                z = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), h.expand(R, -1, -1)) \
+                    if R > 1 else torch.addmm(b.view(rows, 1), w[0].t(), h[0]).unsqueeze(0)
+            elif R == 1:   # bmm on the expanded W: no copy (a broadcast matmul transposes h)
+                z = torch.bmm(w[0].t().expand(h.shape[0], -1, -1), h) + b.view(1, rows, 1)
+            else:
+                r = plan.context_rows[node]
+                z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1),
+                                  w.index_select(0, r).transpose(1, 2), h)
+            pieces = iter(z.split(supernet._kind_rows[node], 1))
+        n_ctx = h.shape[0] if node != space.input else R
+        h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
+        for b_index, block in enumerate(blocks):
+            parts = []
+            for act, column, count, _ in block.mixing:
+                if act == _IDENTITY:
+                    parts.append(h_rows)
+                    continue
+                piece = next(pieces)
+                piece = piece if act is None else act(piece)
+                parts.append(piece.reshape(n_ctx * count, block.width, batch))
+            parts.append(h.new_zeros(1, block.width, batch))
+            banks[(node, b_index)] = torch.cat(parts, 0)
+    return out.index_select(0, plan.output_index).transpose(1, 2)
+
+
+def _forward_generic(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: Tensor) -> Tensor:
+    """Nodes held as (contexts, batch, *shape); one call per (edge, primitive, weight row)."""
+    space, layout = supernet.space, supernet.layout
+    batch = x.shape[0]
+    values: dict[str, Tensor] = {}
+    for node in space.order:
+        if node == space.input:
+            values[node] = x.unsqueeze(0)
+            continue
+        total = None
+        for call in plan.calls[node]:
+            prim = space.primitive_instances[call.edge][call.primitive]
+            inp = values[space.edges[call.edge].source].index_select(0, call.needed)
+            params = layout.unflatten(weights[call.row], call.edge, call.primitive)
+            out = prim(inp.reshape(-1, *inp.shape[2:]), params)
+            out = out.reshape(call.needed.shape[0], batch, *out.shape[1:]).index_select(
+                0, call.positions)
+            if total is None:
+                total = out.new_zeros(plan.contexts[node], *out.shape[1:])
+            total = total.index_add(0, call.targets, out)
+        if total is None:   # every incoming primitive is "zero" in every context
+            total = x.new_zeros(plan.contexts[node], batch, *space.node_shape(node))
+        values[node] = total
+    return values[space.output].index_select(0, plan.output_index)
