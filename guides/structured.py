@@ -276,6 +276,9 @@ class StructuredGuide(nn.Module):
         for n in sizes:
             starts.append(starts[-1] + n)
         self._group_bounds = [(a, b) for a, b in zip(starts[:-1], starts[1:])]
+        self.register_buffer("_group_sizes_float", torch.tensor(sizes, dtype=self.loc.dtype,
+                                                                device=self.loc.device),
+                             persistent=False)
         if weights == "full_rank":
             self.offdiag = nn.ParameterList(
                 [nn.Parameter(self.loc.new_zeros(*lead, n, n)) for n in sizes])
@@ -375,20 +378,29 @@ class StructuredGuide(nn.Module):
         """KL(q_g || p(W_g | h)) for every group g, shape (num_groups,) (or (S, num_groups) with
         weights per structure), analytic:
         1/2 [sum_i a_i (Sigma_ii + mu_i^2) - n_g - sum_i log a_i - log det Sigma_g]."""
-        a = self.model.hyper.precision_per_parameter()
-        if detach_prior:
-            a = a.detach()
+        hyper = self.model.hyper
         scale = self.scale
         if self.weights_family == "mean_field":
             var = scale**2
         else:
             var = torch.cat([(self._tril(g, scale) ** 2).sum(-1)
                              for g in range(len(self._group_bounds))], -1)
-        logdet = 2 * scale.log()  # log det of a triangular factor: its diagonal
-        per = 0.5 * (a * (var + self.loc**2) - 1 - a.log() - logdet)
         index = self.model.supernet.group_index
-        return per.new_zeros(*per.shape[:-1], self.model.layout.num_groups).index_add(
-            -1, index, per)
+        num_groups = self.model.layout.num_groups
+        logdet = 2 * scale.log()  # log det of a triangular factor: its diagonal
+        if hyper.precision_level == "group":
+            # A is constant within a group: sum the moments per group first, then
+            # 1/2 [A_g sum_i (Sigma_ii + mu_i^2) - n_g (1 + log A_g) - log det Sigma_g]
+            log_a = hyper.log_precision.detach() if detach_prior else hyper.log_precision
+            sums = torch.stack([var + self.loc**2, logdet], 0)
+            sums = sums.new_zeros(*sums.shape[:-1], num_groups).index_add(-1, index, sums)
+            n = self._group_sizes_float.to(sums.dtype)
+            return 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a) - sums[1])
+        log_a = hyper.log_precision_per_parameter()
+        if detach_prior:
+            log_a = log_a.detach()
+        per = 0.5 * (log_a.exp() * (var + self.loc**2) - 1 - log_a - logdet)
+        return per.new_zeros(*per.shape[:-1], num_groups).index_add(-1, index, per)
 
     def structure_weight_kls(self, kls: Tensor, choices: Tensor,
                              rows: Tensor | None = None) -> Tensor:
