@@ -1,9 +1,9 @@
 """Whole-search time: the default ``bnas-pyro search`` against the DARTS baseline, same space and epochs.
 
 - ``bnas``: the search stage of ``bnas-pyro search`` with the default configuration (what
-  ``make demo`` runs: digits, the MLP cell, evidence mode, mean-field guide, ``joint``), i.e.
-  ``drive(build_parts(config))`` with its progress callback and checkpoints, without the analysis
-  and retraining stages;
+  ``make demo`` runs: digits, the MLP cell, evidence mode, the structured guide: an exact sum
+  over the cell's 48 structures every step, ``joint``), i.e. ``drive(build_parts(config))``
+  with its progress callback and checkpoints, without the analysis and retraining stages;
 - ``darts``: :class:`bnas_pyro.search.darts.DartsSearch` (first-order DARTS: a weight step on a
   training batch and an alpha step on a validation batch per training batch) on the same data,
   space, epochs and batch size.
@@ -87,7 +87,7 @@ def main() -> None:
             runs[name].append(timed(fn))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-    print(f"default search (digits, mlp_cell, evidence, mean_field), {s.epochs} epochs, batch "
+    print(f"default search (digits, mlp_cell, evidence, {s.guide} guide), {s.epochs} epochs, batch "
           f"{s.batch_size}, device {device}, {args.threads} thread(s), {args.repeats} repeats")
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
            for k, v in runs.items()}

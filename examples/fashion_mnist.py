@@ -5,8 +5,9 @@ on the same split (the official 10,000 test images; 7,000 of the 60,000 training
 validation, the rest, 53,000, for training), and the structure each finds is retrained from
 scratch the same way (Adam, cosine decay, train + validation) and scored on the test images:
 
-- **bnas (evidence)**: ``bnas-pyro search`` with ``data.name=fashion_mnist`` (mean-field q,
-  precisions and structure logits by the ELBO, :func:`bnas_pyro.app.runner.run_search`);
+- **bnas (evidence)**: ``bnas-pyro search`` with ``data.name=fashion_mnist`` (the default
+  structured guide: a discrete q(s) over the cell's structures with q(W | s); precisions and
+  structure logits by the ELBO, :func:`bnas_pyro.app.runner.run_search`);
 - **DARTS (1st order)**: :class:`bnas_pyro.search.darts.DartsSearch` on the same supernet with
   point weights (no priors), alpha on validation batches, the structure by DARTS's own rule (the
   strongest non-zero operation per edge).

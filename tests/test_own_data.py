@@ -220,6 +220,11 @@ def test_cli_bad_file_exits_2_naming_file_line_and_column(tmp_path, capsys):
     assert "data.name" in capsys.readouterr().err
     assert main(["search", "-q", "--set", "data.target=y"]) == 2
     assert "data.target" in capsys.readouterr().err
+    # a refused data file leaves no run directory behind
+    out = tmp_path / "runs"
+    assert main(["search", "-q", "--data", str(path), "--target", "y", "--set",
+                 f"output={out}"]) == 2
+    assert not out.exists() or not any(out.iterdir())
 
 
 # ---------------------------------------------------------------------------- network files

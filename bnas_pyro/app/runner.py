@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -318,9 +319,15 @@ def run_search(config: RunConfig | None, run_dir: "str | Path | None" = None, pr
             parallel.close()
             return None
         directory = new_run_dir(config) if run_dir is None else Path(run_dir)
+        created = not directory.exists()
         if not resume:
             open_run_dir(directory, config, force=force)
-        parts = build_parts(config)
+        try:
+            parts = build_parts(config)
+        except BaseException:
+            if created:   # data or space refused: leave no run directory holding a bare config
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         log(f"data: {parts.data.summary()}")
         log(f"space: {parts.space.num_structures} structures, "
             f"{parts.model.layout.num_parameters} weights; run directory: {directory}")
