@@ -154,6 +154,24 @@ def test_report_prints_the_summary_and_redraws(run, capsys):
     assert "missing files" not in text
 
 
+def test_report_of_a_ranking_on_a_row_subset(run, tmp_path, capsys):
+    """Evidence draws on a subset of the rows (analysis.max_rows) carry no IW bound: result.json
+    holds null there and the report says what the evidence was estimated on."""
+    import shutil
+
+    out, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    r = json.loads((copy / "result.json").read_text())
+    for entry in r["analysis"]["ranking"]:
+        entry["iw_bound"] = entry["iw_se"] = entry["iw_ess"] = None
+    (copy / "result.json").write_text(json.dumps(r))
+    assert main(["report", str(copy), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    first = r["analysis"]["ranking"][0]
+    assert f"(ELBO {first['elbo']:.2f} on a subset of the rows)" in text
+
+
 def test_same_config_same_result(run, tmp_path):
     out, cfg = run
     again = tmp_path / "again"

@@ -98,6 +98,16 @@ def test_rank_given_structures_and_bounds():
     assert ranking[0].evidence == ranking[0].elbo and ranking[0].beats_next > 0.999
     exact = exact_of(ranking, X, y)
     assert ranking[1].evidence == pytest.approx(exact[1], abs=1e-6)   # no weights: exact
+    # the evidence draws on half of the rows, scaled to all: the ELBO with the subset's error
+    # added to its standard error, no importance-weighted bound
+    half = rank_structures(result.model, result.guide, x, t, structures=[empty, full],
+                           refit_steps=200, num_draws=100, max_rows=x.shape[0] // 2)
+    assert [r.structure for r in half] == [full, empty] and half[0].bound == "elbo"
+    assert all(math.isnan(r.iw_bound) and math.isnan(r.iw_ess) for r in half)
+    for r, r_all, ev in zip(half, ranking, exact):
+        assert r.evidence_se > r_all.evidence_se
+        assert abs(r.evidence - ev) < 4 * r.evidence_se + 1.0, (r.evidence, ev, r.evidence_se)
+    assert half[1].evidence != pytest.approx(exact[1], abs=1e-6)    # an estimate now
     with pytest.raises(ValueError, match="edge x->g0 has no primitive 'relu'"):
         rank_structures(result.model, result.guide, x, t, structures=[dict(full, **{"x->g0": "relu"})])
     with pytest.raises(ValueError, match="bound must be"):

@@ -217,12 +217,30 @@ def refit_structure(model, guide, choice: Sequence[int], x: Tensor, y: Tensor,
 @torch.no_grad()
 def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequence[int],
                       num_draws: int = 200, row_chunk: int = 4096,
-                      draw_chunk: int = 50) -> EvidenceEstimate:
+                      draw_chunk: int = 50, max_rows: int | None = None,
+                      seed: int = 0) -> EvidenceEstimate:
     """ELBO_s and IW_s of q(W | s) = ``refit`` at structure ``choice`` from ``num_draws`` weight
     draws on all of (x, y) (module docstring), ``draw_chunk`` draws and ``row_chunk`` rows to one
-    vectorised forward pass."""
+    vectorised forward pass.
+
+    With ``max_rows`` below the number of rows n, the log-likelihood of every draw is estimated
+    from a seeded random subset of m = ``max_rows`` rows scaled by n / m (unbiased), and the
+    standard error of ELBO_s adds the subset's sampling error, n^2 (1 - m / n) s^2 / m from the
+    spread of the draw-averaged log-likelihood over 32 blocks of the subset.  The
+    importance-weighted bound is not a bound on a subset (its log-mean-exp of estimated weights
+    is biased), so it is then reported as NaN and the ranking compares ELBOs.
+    """
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 (a standard error needs two draws), got {num_draws}")
+    n = x.shape[0]
+    subset = max_rows is not None and n > int(max_rows)
+    if subset:
+        gen = torch.Generator().manual_seed(int(seed))
+        keep = torch.randperm(n, generator=gen)[:int(max_rows)].sort().values.to(x.device)
+        x, y = x.index_select(0, keep), y.index_select(0, keep)
+        blocks = min(32, x.shape[0])
+        row_chunk = -(-x.shape[0] // blocks)      # the blocks of the subset's error
+    m = x.shape[0]
     model = refit.model
     s = torch.tensor(list(choice), dtype=torch.long, device=x.device)
     kl = float(refit.group_kls()[refit._groups_of(s[None])[0]].sum())
@@ -245,19 +263,26 @@ def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequ
         count = min(draw_chunk, int(num_draws) - first)
         w = torch.stack([refit.sample_weights() for _ in range(count)])        # (count, P)
         rows = s[None].expand(count, -1)
-        # one vmapped forward per chunk of draws (and of rows)
-        total = sum(refit.log_likelihoods(x[i:i + row_chunk], y[i:i + row_chunk], w, rows)
-                    for i in range(0, x.shape[0], row_chunk))
-        ll.append(total.double())
+        # one vmapped forward per chunk of draws (and of rows): (count, chunks)
+        per_chunk = torch.stack([refit.log_likelihoods(x[i:i + row_chunk], y[i:i + row_chunk],
+                                                       w, rows)
+                                 for i in range(0, m, row_chunk)], -1)
+        ll.append(per_chunk.double())
         ratio = w.new_zeros(count)
         for a, b, p_g, q_g in parts:
             ratio = ratio + p_g.log_prob(w[:, a:b]) - q_g.log_prob(w[:, a:b])
         log_ratio.append(ratio.double())
-    ll_t = torch.cat(ll).cpu()
+    chunks = torch.cat(ll).cpu() * (n / m)                # (draws, chunks), scaled to n rows
+    ll_t = chunks.sum(-1)
     log_w = ll_t + torch.cat(log_ratio).cpu()
     d = float(num_draws)
     elbo = float(ll_t.mean()) - kl
     elbo_se = float(ll_t.std() / math.sqrt(d))
+    if subset:
+        block_means = chunks.mean(0)                      # each block's share, averaged over draws
+        rows_var = (1 - m / n) * block_means.numel() * float(block_means.var())
+        elbo_se = math.sqrt(elbo_se**2 + rows_var)
+        return EvidenceEstimate(elbo, elbo_se, math.nan, math.nan, math.nan)
     iw = float(torch.logsumexp(log_w, 0) - math.log(d))
     normalised = torch.softmax(log_w, 0)                 # w_d / sum w
     ess = float(1.0 / (normalised**2).sum())
@@ -267,16 +292,17 @@ def estimate_evidence(refit: StructuredGuide, x: Tensor, y: Tensor, choice: Sequ
 
 def evidence_of(model, guide, choice: Sequence[int], x: Tensor, y: Tensor, refit_steps: int = 300,
                 num_draws: int = 200, lr: float = 0.02, seed: int = 0, weights: str = "auto",
-                batch_size: int | None = None) -> EvidenceEstimate:
-    """:func:`refit_structure` then :func:`estimate_evidence` at one structure, seeded by ``seed``;
-    the global random state is left as it was."""
+                batch_size: int | None = None, max_rows: int | None = None) -> EvidenceEstimate:
+    """:func:`refit_structure` (on every row) then :func:`estimate_evidence` at one structure
+    (on at most ``max_rows`` rows), seeded by ``seed``; the global random state is left as it
+    was."""
     devices = [x.device.index or 0] if x.is_cuda else []
     family = refit_family(model, guide, weights)
     with torch.random.fork_rng(devices=devices):
         refit = refit_structure(model, guide, choice, x, y, refit_steps, lr, family, seed,
                                 batch_size)
         torch.manual_seed(seed + 1)
-        return estimate_evidence(refit, x, y, choice, num_draws)
+        return estimate_evidence(refit, x, y, choice, num_draws, max_rows=max_rows, seed=seed)
 
 
 def choose_bound(estimates: Sequence[EvidenceEstimate], bound: str, num_draws: int) -> str:
@@ -303,13 +329,15 @@ def rank_structures(model, guide, x: Tensor, y: Tensor, k: int = 5, refit_steps:
                     num_draws: int = 200, lr: float = 0.02, seed: int = 0,
                     weights: str = "auto", bound: Bound = "auto",
                     batch_size: int | None = None,
-                    structures: Sequence[dict[str, str]] | None = None) -> list[RankedEvidence]:
+                    structures: Sequence[dict[str, str]] | None = None,
+                    max_rows: int | None = None) -> list[RankedEvidence]:
     """The k most probable structures under q (or the given ``structures``), each refitted and its
     evidence estimated (module docstring), ordered by evidence + log p(s | m).
 
     Works for every guide: the candidates come from the guide's q(s) or its per-edge marginals,
     the refit is a fresh StructuredGuide at the same model and h.  The global random state is
-    left as it was (the refits are seeded by ``seed``)."""
+    left as it was (the refits are seeded by ``seed``).  ``max_rows``: the evidence draws read a
+    seeded subset of at most this many rows, scaled to all (:func:`estimate_evidence`)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     reason = unrankable_reason(model)
@@ -329,7 +357,7 @@ def rank_structures(model, guide, x: Tensor, y: Tensor, k: int = 5, refit_steps:
     rows = []
     for q, choice in candidates:
         est = evidence_of(model, guide, choice, x, y, refit_steps, num_draws, lr, seed, weights,
-                          batch_size)
+                          batch_size, max_rows)
         rows.append((q, choice, est, _log_prior(model, choice)))
     bound = choose_bound([r[2] for r in rows], bound, num_draws)
     family = refit_family(model, guide, weights)
@@ -360,9 +388,11 @@ def format_ranking(ranking: list[RankedEvidence], single: tuple[str, ...] = ()) 
     for i, r in enumerate(ranking, 1):
         beats = "" if r.beats_next is None else f"{r.beats_next:.3f}"
         desc = ", ".join(f"{e}: {p}" for e, p in r.structure.items() if e not in single)
+        iw = (f"{'-':>9} ({'-':>5})" if math.isnan(r.iw_bound)     # evidence on a row subset
+              else f"{r.iw_bound:>9.3f} ({r.iw_ess:>5.1f})")
         lines.append(f"{i:>4}  {r.evidence:>10.3f} +- {r.evidence_se:<8.3f} {beats:>13}   "
                      f"{r.q:.3f}   {r.posterior:.3f}           {r.elbo:>9.3f}  "
-                     f"{r.iw_bound:>9.3f} ({r.iw_ess:>5.1f})   {desc}")
+                     f"{iw}   {desc}")
     return "\n".join(lines)
 
 

@@ -170,17 +170,19 @@ class SearchResult:
 
     def rank(self, x: Tensor, y: Tensor, k: int = 5, refit_steps: int = 300,
              num_draws: int = 200, seed: int = 0, bound: str = "auto", weights: str = "auto",
-             batch_size: int | None = None, structures: list | None = None) -> list:
+             batch_size: int | None = None, structures: list | None = None,
+             max_rows: int | None = None) -> list:
         """The top-k discrete structures under q (any guide: its q(s) or the product of its
         per-edge marginals), each with an evidence estimate on the training data ``x, y`` (q(W | s)
         refitted at the vertex, then the ELBO or the importance-weighted bound) and its standard
         error, ordered by evidence + log prior, with the probability that each beats the next
-        (:func:`bnas_pyro.analysis.ranking.rank_structures`)."""
+        (:func:`bnas_pyro.analysis.ranking.rank_structures`; ``max_rows``: the evidence draws on
+        a seeded subset of at most that many rows, scaled to all)."""
         from .ranking import rank_structures
 
         return rank_structures(self.model, self.guide, x, y, k, refit_steps, num_draws, seed=seed,
                                bound=bound, weights=weights, batch_size=batch_size,
-                               structures=structures)
+                               structures=structures, max_rows=max_rows)
 
     # ------------------------------------------------------------------ the derived network
     def posterior_mean(self) -> Tensor:

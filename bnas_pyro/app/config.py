@@ -186,9 +186,9 @@ class AnalysisConfig:
     on minibatches of ``rank_batch_size`` rows where the training split is larger (``null``: full
     batch).
 
-    ``max_rows``: the ELBO estimate, the InferenceData and PSIS-LOO use a seeded random subset of
-    at most this many training rows (``null``: all), their sums scaled to the whole training
-    split (:func:`bnas_pyro.app.runner.analyse`); the test metrics always use every test row.
+    ``max_rows``: the ELBO estimate, the InferenceData, PSIS-LOO and the ranking's evidence draws
+    use a seeded random subset of at most this many training rows (``null``: all), their sums
+    scaled to the whole training split (:func:`bnas_pyro.app.runner.analyse`); the test metrics always use every test row.
     """
 
     max_rows: Optional[int] = 5000

@@ -272,9 +272,11 @@ def format_summary(result: Mapping[str, Any]) -> str:
         for i, r in enumerate(ranking, 1):
             beats = "" if r["beats_next"] is None else f"  P = {r['beats_next']:.3f}"
             other = ""
-            if "elbo" in r and "iw_bound" in r:
+            if "elbo" in r and r.get("iw_bound") is not None:
                 other = (f"  (ELBO {r['elbo']:.2f}, IW {r['iw_bound']:.2f}, "
                          f"ESS {r['iw_ess']:.0f})")
+            elif "elbo" in r:   # evidence draws on a subset of the rows: no IW bound
+                other = f"  (ELBO {r['elbo']:.2f} on a subset of the rows)"
             choice = ", ".join(f"{k}:{v}" for k, v in r["structure"].items() if k in multi)
             lines.append(f"  {i}. evidence {r['evidence']:.2f} +- {r['evidence_se']:.2f}  "
                          f"q = {r['q']:.3f}{beats}{other}  {choice}")

@@ -94,7 +94,7 @@ def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
     """The top ``analysis.rank_k`` structures by refitted evidence on the training split, for any
     guide (:func:`bnas_pyro.analysis.ranking.rank_structures`); the refits on minibatches of
     ``analysis.rank_batch_size`` rows (full batch when the split is no larger), the evidence on
-    every row.  ``None`` when ``rank_k`` is 0 or the model cannot be ranked (a warning says
+    at most ``analysis.max_rows`` of them, scaled to all.  ``None`` when ``rank_k`` is 0 or the model cannot be ranked (a warning says
     why)."""
     a = config.analysis
     if a.rank_k <= 0:
@@ -107,7 +107,7 @@ def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
     batch = None if a.rank_batch_size is None or n <= a.rank_batch_size else a.rank_batch_size
     return [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
                                              refit_steps=a.rank_refit_steps, seed=config.seed,
-                                             batch_size=batch)]
+                                             batch_size=batch, max_rows=a.max_rows)]
 
 
 @dataclass
