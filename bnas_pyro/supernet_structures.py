@@ -12,10 +12,10 @@ A :class:`StructurePlan` holds everything that depends only on the structures an
 fixed (a joint q(s)) builds it once and every step is a short, fixed sequence of tensor
 operations.  Spaces whose nodes are all vectors and whose primitives are the built-in affine ones,
 ``identity`` and ``zero`` take the *fused* plan: per source node one batched matmul over its
-contexts for all affine pairs leaving it (the supernet's fused layout), the activations once per
-kind, and per (edge into j) one ``index_select`` from that node's bank of outputs.  Any other
-space takes the generic plan: one call per (edge, primitive, weight row) on the source contexts
-that need it.
+contexts for the affine pairs leaving it that some structure chooses (the supernet's fused
+layout, pruned to them), the activations once per kind, and per (edge into j) one
+``index_select`` from that node's bank of outputs.  Any other space takes the generic plan: one
+call per (edge, primitive, weight row) on the source contexts that need it.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from bnas_pyro.supernet import _IDENTITY, Supernet
 @dataclass
 class _Bank:
     """The outputs of one fused block of one source node over all its contexts, in rows:
-    per kind, row ``offset + context * count + pair``; identity rows ``offset + context``; the
-    last row zero."""
+    per kept kind, row ``offset + context * count + pair`` (the pairs some structure chooses);
+    identity rows ``offset + context``; the last row zero."""
 
     block: int
     kind_offsets: list[int]
+    kind_counts: list[int]
     identity_offset: int | None
     zero_row: int
 
@@ -73,6 +74,14 @@ class StructurePlan:
     gathers: dict[str, list[tuple[str, int, Tensor]]] = field(default_factory=dict)
     calls: dict[str, list[_GenericCall]] = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    #: fused plans: per source node the kept kinds of each block, [(block, [(act, count)])],
+    #: the pre-activation rows of each kept non-identity kind, and (n_in, kept rows) of its
+    #: matmul; where the kept columns of W and b sit in the flat W (one index for all nodes)
+    node_blocks: dict[str, list] = field(default_factory=dict)
+    kind_rows: dict[str, list[int]] = field(default_factory=dict)
+    fused_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    fused_index: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    fused_sizes: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device) -> "StructurePlan":
         """The plan with its index tensors on ``device``."""
@@ -86,10 +95,11 @@ class StructurePlan:
             {n: [(k, b, move(t)) for k, b, t in g] for n, g in self.gathers.items()},
             {n: [_GenericCall(c.edge, c.primitive, c.row, move(c.needed), move(c.positions),
                               move(c.targets)) for c in cs] for n, cs in self.calls.items()},
-            torch.device(device))
+            torch.device(device), dict(self.node_blocks), dict(self.kind_rows),
+            dict(self.fused_shapes), move(self.fused_index), list(self.fused_sizes))
 
 
-def _fusable_space(supernet: Supernet) -> bool:
+def fusable_space(supernet: Supernet) -> bool:
     """Every node a vector and every primitive fused by the supernet (affine, identity, zero)."""
     return (not any(supernet._generic.values())
             and all(supernet._vector[n] for n in supernet.space.order))
@@ -134,7 +144,7 @@ def plan_structures(supernet: Supernet, choices: Tensor,
     # the input's one context reads every weight row: its "rows" are those of its consumers
     context_rows = {n: rows[first[n]] for n in space.order if n != space.input}
     num_rows = int(rows.max()) + 1 if S else 1
-    plan = StructurePlan(S, num_rows, _fusable_space(supernet),
+    plan = StructurePlan(S, num_rows, fusable_space(supernet),
                          {n: int(first[n].shape[0]) for n in space.order}, context_rows,
                          context[space.output])
     if plan.fused:
@@ -145,24 +155,64 @@ def plan_structures(supernet: Supernet, choices: Tensor,
 
 
 def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
+    """Banks of the pairs some structure chooses (the others are not computed), and per node the
+    bank rows each incoming edge gathers."""
     space, layout = supernet.space, supernet.layout
-    # where every group sits in the bank of its source node: (block, kind, pair) or identity
-    where: dict[int, tuple[int, int | None, int]] = {}
+    used = {layout.group_offsets[e] + l for e in range(choices.shape[1])
+            for l in torch.unique(choices[:, e]).tolist()
+            if not space.primitive_instances[e][l].is_zero}
+    # the node's slice of the supernet's fused index: [W columns (n_in x rows), b (rows)]
+    node_index, start = {}, 0
+    for node, size in zip(supernet._fused_shapes, supernet._fused_sizes):
+        node_index[node] = supernet._fused_index[start:start + size]
+        start += size
+    where: dict[int, tuple[int, int | None, int]] = {}   # group -> (block, kept kind, pair)
+    fused_index = []
     for node, (blocks, _, _) in supernet._fused.items():
+        # the input node has one context per weight row (its pre-activations differ by row)
+        n_ctx = plan.contexts[node] * (plan.num_rows if node == space.input else 1)
+        kept_rows: list[int] = []
+        node_blocks, kind_rows = [], []
         for b, block in enumerate(blocks):
-            offsets, row, identity = [], 0, None
-            n_ctx = plan.contexts[node] * (plan.num_rows if node == space.input else 1)
-            for m, (act, column, count, _) in enumerate(block.mixing):
-                for i in range(count):
-                    where[int(block.groups[column + i])] = (b, None if act == _IDENTITY else m, i)
+            kinds = iter(block.kinds)
+            entries, offsets, counts, identity, row = [], [], [], None, 0
+            for act, column, count, _ in block.mixing:
+                groups = [int(block.groups[column + i]) for i in range(count)]
                 if act == _IDENTITY:
-                    identity = row
-                    row += n_ctx
-                else:
-                    offsets.append(row)
-                    row += n_ctx * count
-            plan.banks[(node, b)] = _Bank(b, offsets, identity, row)
-    # the input node has one context per weight row (its pre-activations differ by row)
+                    if any(g in used for g in groups):
+                        for g in groups:
+                            where[g] = (b, None, 0)
+                        identity, row = row, row + n_ctx
+                        entries.append((_IDENTITY, 1))
+                    continue
+                _, first_row, _ = next(kinds)
+                keep = [i for i, g in enumerate(groups) if g in used]
+                if not keep:
+                    continue
+                for j, i in enumerate(keep):
+                    where[groups[i]] = (b, len(offsets), j)
+                    a = first_row + i * block.width
+                    kept_rows += range(a, a + block.width)
+                offsets.append(row)
+                counts.append(len(keep))
+                row += n_ctx * len(keep)
+                entries.append((act, len(keep)))
+                kind_rows.append(len(keep) * block.width)
+            if entries:
+                plan.banks[(node, b)] = _Bank(b, offsets, counts, identity, row)
+                node_blocks.append((b, entries))
+        plan.node_blocks[node] = node_blocks
+        plan.kind_rows[node] = kind_rows
+        if kept_rows:
+            n_in, all_rows = supernet._fused_shapes[node]
+            index = node_index[node]
+            kept = torch.tensor(kept_rows, dtype=torch.long, device=index.device)
+            columns = index[:n_in * all_rows].view(n_in, all_rows).index_select(1, kept)
+            fused_index.append(torch.cat([columns.reshape(-1), index[n_in * all_rows:][kept]]))
+            plan.fused_shapes[node] = (n_in, len(kept_rows))
+            plan.fused_sizes.append(fused_index[-1].numel())
+    if fused_index:
+        plan.fused_index = torch.cat(fused_index).cpu()
     input_context = torch.arange(plan.num_rows)
     for node in space.order:
         if node == space.input:
@@ -179,21 +229,17 @@ def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
             block = None
             for c in range(rep.shape[0]):
                 prim = space.primitive_instances[e][int(chosen[c])]
-                bank = None
-                if not prim.is_zero:
-                    g = layout.group_offsets[e] + int(chosen[c])
-                    b, kind, i = where[g]
-                    block = b if block is None else block
-                    bank = plan.banks[(src, b)]
-                    count = supernet._fused[src][0][b].mixing[kind][2] if kind is not None else 1
-                    index[c] = (bank.identity_offset + src_ctx[c] if kind is None
-                                else bank.kind_offsets[kind] + src_ctx[c] * count + i)
-                else:
+                if prim.is_zero:
                     index[c] = -1
+                    continue
+                b, kind, i = where[layout.group_offsets[e] + int(chosen[c])]
+                block = b if block is None else block
+                bank = plan.banks[(src, b)]
+                index[c] = (bank.identity_offset + src_ctx[c] if kind is None
+                            else bank.kind_offsets[kind] + src_ctx[c] * bank.kind_counts[kind] + i)
             if block is None:   # every context takes "zero" on this edge
                 continue
-            zero = plan.banks[(src, block)].zero_row
-            index[index < 0] = zero
+            index[index < 0] = plan.banks[(src, block)].zero_row
             gathers.append((src, block, index))
         plan.gathers[node] = gathers
 
@@ -242,6 +288,7 @@ def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor, choices: 
     if weights.shape[0] < plan.num_rows:
         raise ValueError(f"the structures read weight rows up to {plan.num_rows - 1}; got "
                          f"{weights.shape[0]} rows")
+    weights = weights[:plan.num_rows]     # rows no structure reads are not computed
     if plan.fused:
         return _forward_fused(supernet, plan, x, weights)
     return _forward_generic(supernet, plan, x, weights)
@@ -252,8 +299,8 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
     space = supernet.space
     batch = x.shape[0]
     R = plan.num_rows
-    fused = (iter(weights.index_select(1, supernet._fused_index).split(supernet._fused_sizes, 1))
-             if supernet._fused_sizes else iter(()))
+    fused = (iter(weights.index_select(1, plan.fused_index).split(plan.fused_sizes, 1))
+             if plan.fused_sizes else iter(()))
     banks: dict[tuple[str, int], Tensor] = {}
     out = None
     for node in space.order:
@@ -268,12 +315,11 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
                 h = x.new_zeros(plan.contexts[node], space.nodes[node], batch)
         if node == space.output:
             out = h
-        if node not in supernet._fused:
+        if not plan.node_blocks.get(node):
             continue
-        blocks, weight_slots, _ = supernet._fused[node]
         pieces = iter(())
-        if weight_slots:
-            n_in, rows = supernet._fused_shapes[node]
+        if node in plan.fused_shapes:
+            n_in, rows = plan.fused_shapes[node]
             wb = next(fused)                                     # (R, n_in * rows + rows)
             w, b = wb[:, :n_in * rows].view(R, n_in, rows), wb[:, n_in * rows:]
             if node == space.input:                              # one context per weight row
@@ -285,19 +331,21 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
                 r = plan.context_rows[node]
                 z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1),
                                   w.index_select(0, r).transpose(1, 2), h)
-            pieces = iter(z.split(supernet._kind_rows[node], 1))
+            pieces = iter(z.split(plan.kind_rows[node], 1))
         n_ctx = h.shape[0] if node != space.input else R
         h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
-        for b_index, block in enumerate(blocks):
+        blocks = supernet._fused[node][0]
+        for b_index, entries in plan.node_blocks[node]:
+            width = blocks[b_index].width
             parts = []
-            for act, column, count, _ in block.mixing:
+            for act, count in entries:
                 if act == _IDENTITY:
                     parts.append(h_rows)
                     continue
                 piece = next(pieces)
                 piece = piece if act is None else act(piece)
-                parts.append(piece.reshape(n_ctx * count, block.width, batch))
-            parts.append(h.new_zeros(1, block.width, batch))
+                parts.append(piece.reshape(n_ctx * count, width, batch))
+            parts.append(h.new_zeros(1, width, batch))
             banks[(node, b_index)] = torch.cat(parts, 0)
     return out.index_select(0, plan.output_index).transpose(1, 2)
 

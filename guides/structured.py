@@ -82,7 +82,8 @@ from torch.nn.functional import softplus
 from bnas_pyro.models.structure_priors import STRUCTURE_ROLE, structure_site
 from bnas_pyro.models.weight_priors import WEIGHT_SITE, GaussianWeightPrior
 from bnas_pyro.objectives import ElboTerms
-from bnas_pyro.supernet_structures import StructurePlan, forward_structures, plan_structures
+from bnas_pyro.supernet_structures import (StructurePlan, forward_structures, fusable_space,
+                                           plan_structures)
 
 from .mean_field import _inverse_softplus, initial_locations
 from .optimizer_wrapper import WrappedOptimizer
@@ -279,6 +280,15 @@ class StructuredGuide(nn.Module):
         self.register_buffer("_group_sizes_float", torch.tensor(sizes, dtype=self.loc.dtype,
                                                                 device=self.loc.device),
                              persistent=False)
+        # the groups some structure of a joint q's support uses (the others follow the prior)
+        live_groups = torch.ones(layout.num_groups, dtype=torch.bool)
+        if self.structure.joint:
+            live_groups = torch.zeros(layout.num_groups, dtype=torch.bool)
+            live_groups[self.structure._support_groups.reshape(-1).cpu()] = True
+        scalars = live_groups[model.supernet.group_index.cpu()].nonzero()[:, 0]
+        self.register_buffer("_live_groups", live_groups.to(self.loc.device), persistent=False)
+        self.register_buffer("_live", None if bool(live_groups.all())
+                             else scalars.to(self.loc.device), persistent=False)
         if weights == "full_rank":
             self.offdiag = nn.ParameterList(
                 [nn.Parameter(self.loc.new_zeros(*lead, n, n)) for n in sizes])
@@ -377,29 +387,42 @@ class StructuredGuide(nn.Module):
     def group_kls(self, detach_prior: bool = False) -> Tensor:
         """KL(q_g || p(W_g | h)) for every group g, shape (num_groups,) (or (S, num_groups) with
         weights per structure), analytic:
-        1/2 [sum_i a_i (Sigma_ii + mu_i^2) - n_g - sum_i log a_i - log det Sigma_g]."""
+        1/2 [sum_i a_i (Sigma_ii + mu_i^2) - n_g - sum_i log a_i - log det Sigma_g].
+        A group no structure of a joint q's support uses follows its prior under q(s, W) (module
+        docstring): its KL is 0 and its q_g is not evaluated (a refit at one structure reads
+        only that structure's groups)."""
         hyper = self.model.hyper
-        scale = self.scale
+        live = self._live
+        loc, scale_u = self.loc, self.scale_unconstrained
+        index = self.model.supernet.group_index
+        if live is not None and self.weights_family == "mean_field":
+            loc, scale_u, index = (loc.index_select(-1, live), scale_u.index_select(-1, live),
+                                   index.index_select(0, live))
+        else:
+            live = None
+        scale = softplus(scale_u)
         if self.weights_family == "mean_field":
             var = scale**2
         else:
             var = torch.cat([(self._tril(g, scale) ** 2).sum(-1)
                              for g in range(len(self._group_bounds))], -1)
-        index = self.model.supernet.group_index
         num_groups = self.model.layout.num_groups
         logdet = 2 * scale.log()  # log det of a triangular factor: its diagonal
         if hyper.precision_level == "group":
             # A is constant within a group: sum the moments per group first, then
             # 1/2 [A_g sum_i (Sigma_ii + mu_i^2) - n_g (1 + log A_g) - log det Sigma_g]
             log_a = hyper.log_precision.detach() if detach_prior else hyper.log_precision
-            sums = torch.stack([var + self.loc**2, logdet], 0)
+            sums = torch.stack([var + loc**2, logdet], 0)
             sums = sums.new_zeros(*sums.shape[:-1], num_groups).index_add(-1, index, sums)
             n = self._group_sizes_float.to(sums.dtype)
-            return 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a) - sums[1])
+            kls = 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a) - sums[1])
+            return kls if live is None else kls * self._live_groups.to(kls.dtype)
         log_a = hyper.log_precision_per_parameter()
+        if live is not None:
+            log_a = log_a.index_select(0, live)
         if detach_prior:
             log_a = log_a.detach()
-        per = 0.5 * (log_a.exp() * (var + self.loc**2) - 1 - log_a - logdet)
+        per = 0.5 * (log_a.exp() * (var + loc**2) - 1 - log_a - logdet)
         return per.new_zeros(*per.shape[:-1], num_groups).index_add(-1, index, per)
 
     def structure_weight_kls(self, kls: Tensor, choices: Tensor,
@@ -511,9 +534,13 @@ class StructuredGuide(nn.Module):
         """log p(y | X, W_s, s) for every row of ``choices`` (S, E), plate-scaled to ``num_data``;
         ``weights`` is one flat W (P,), one per structure (S, P), or R rows that
         ``weight_rows`` (S,) assign to the structures.  One flat W (or ``weight_rows``) takes the
-        shared computation of :func:`bnas_pyro.supernet.forward_structures`; one W per structure
-        a vectorised forward pass per structure."""
+        shared computation of :func:`bnas_pyro.supernet_structures.forward_structures`; one W per
+        structure its own weight row there too where the space takes the fused plan (only the
+        pairs the structures choose are computed), else a vectorised supernet pass per
+        structure."""
         model = self.model
+        if weights.dim() == 2 and weight_rows is None and fusable_space(model.supernet):
+            weight_rows = torch.arange(choices.shape[0], device=choices.device)
         if weights.dim() == 1 or weight_rows is not None:
             f = forward_structures(model.supernet, x, weights,
                                    plan=self._plan_of(choices, weight_rows, x.device))
