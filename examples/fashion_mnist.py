@@ -17,8 +17,10 @@ non-zero operations from the input to the output, chance-level predictions) for 
 
 The analysis is sized for the data: each draw of q costs a pass over the rows it is evaluated on,
 so the defaults here are 20 draws for the test predictive (10,000 rows), 100 draws of q on 2,000
-training rows for the ELBO, ArviZ and PSIS-LOO (``--predictive-draws``, ``--draws``,
-``--analysis-rows``; the run configuration's defaults are 100, 200 and 5,000).
+training rows for the ELBO, ArviZ, PSIS-LOO and the ranking's evidence (``--predictive-draws``,
+``--draws``, ``--analysis-rows``; the run configuration's defaults are 100, 200 and 5,000), and
+the top 3 structures ranked after 100 refit steps each, with 100 evidence draws (``--rank-k``,
+``--rank-refit-steps``, ``--rank-draws``; defaults 5, 300, 200).
 
 Each method runs in its own process, so the peak resident memory printed is its own.  Wall time
 is printed per phase: search, analysis (bnas only: posterior predictive, ELBO, C_param / C_struct,
@@ -57,7 +59,8 @@ def _config(args: argparse.Namespace):
         "seed": args.seed, "threads": args.threads, "search.epochs": args.search_epochs,
         "retrain.epochs": args.retrain_epochs, "analysis.plots": False,
         "analysis.max_rows": args.analysis_rows, "analysis.draws": args.draws,
-        "analysis.predictive_draws": args.predictive_draws}
+        "analysis.predictive_draws": args.predictive_draws, "analysis.rank_k": args.rank_k,
+        "analysis.rank_refit_steps": args.rank_refit_steps, "analysis.rank_draws": args.rank_draws}
     if args.data_path:
         changes["data.path"] = args.data_path
     return default_config().replace(**changes)
@@ -129,6 +132,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--draws", type=int, default=100, help="draws of q for ArviZ (default 100)")
     p.add_argument("--predictive-draws", type=int, default=20,
                    help="draws of q for the supernet's test predictive (default 20)")
+    p.add_argument("--rank-k", type=int, default=3,
+                   help="structures ranked by refitted evidence (analysis.rank_k; default 3)")
+    p.add_argument("--rank-refit-steps", type=int, default=100,
+                   help="refit steps of q(W | s) per ranked structure, started from the search's "
+                        "(analysis.rank_refit_steps; default 100)")
+    p.add_argument("--rank-draws", type=int, default=100,
+                   help="weight draws of each ranked structure's evidence (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-path", help="folder of the four IDX files (default: "
                                        "/usr/share/datasets/fashion-mnist)")

@@ -181,6 +181,8 @@ CASES = [
      ["retrain.weight_decay"]),
     ("draws 1", lambda t: config(**{"analysis.draws": 1}), ConfigError, ["analysis.draws"]),
     ("chains 0", lambda t: config(**{"analysis.chains": 0}), ConfigError, ["analysis.chains"]),
+    ("rank draws 1", lambda t: config(**{"analysis.rank_draws": 1}), ConfigError,
+     ["analysis.rank_draws"]),
     ("draws < chains", lambda t: config(**{"analysis.draws": 3, "analysis.chains": 4}), ConfigError,
      ["analysis.draws"]),
     ("threads 0", lambda t: config(threads=0), ConfigError, ["threads"]),

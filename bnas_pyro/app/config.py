@@ -182,13 +182,15 @@ class RetrainConfig:
 class AnalysisConfig:
     """Posterior draws for ArviZ and the predictive metrics; ``top_k`` structures in result.json;
     ``rank_k`` structures ranked by a refitted evidence estimate (``rank_refit_steps`` steps each,
+    then ``rank_draws`` weight draws for the evidence,
     :meth:`bnas_pyro.analysis.result.SearchResult.rank`; 0 turns it off; every guide), each refit
     on minibatches of ``rank_batch_size`` rows where the training split is larger (``null``: full
     batch).
 
     ``max_rows``: the ELBO estimate, the InferenceData, PSIS-LOO and the ranking's evidence draws
     use a seeded random subset of at most this many training rows (``null``: all), their sums
-    scaled to the whole training split (:func:`bnas_pyro.app.runner.analyse`); the test metrics always use every test row.
+    scaled to the whole training split (:func:`bnas_pyro.app.runner.analyse`); the test metrics
+    always use every test row.
     """
 
     max_rows: Optional[int] = 5000
@@ -199,6 +201,7 @@ class AnalysisConfig:
     plots: bool = True
     rank_k: int = 5
     rank_refit_steps: int = 300
+    rank_draws: int = 200
     rank_batch_size: Optional[int] = 256
 
 

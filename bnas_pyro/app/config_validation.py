@@ -154,6 +154,7 @@ def _positive(config: Any) -> None:
         ("analysis.top_k", config.analysis.top_k, 1),
         ("analysis.rank_k", config.analysis.rank_k, 0),
         ("analysis.rank_refit_steps", config.analysis.rank_refit_steps, 0),
+        ("analysis.rank_draws", config.analysis.rank_draws, 2),
     ]
     if config.analysis.rank_batch_size is not None:
         checks.append(("analysis.rank_batch_size", config.analysis.rank_batch_size, 1))

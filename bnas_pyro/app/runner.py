@@ -106,7 +106,8 @@ def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
     n = len(data.y_train)
     batch = None if a.rank_batch_size is None or n <= a.rank_batch_size else a.rank_batch_size
     return [r.to_dict() for r in result.rank(data.x_train, data.y_train, k=a.rank_k,
-                                             refit_steps=a.rank_refit_steps, seed=config.seed,
+                                             refit_steps=a.rank_refit_steps,
+                                             num_draws=a.rank_draws, seed=config.seed,
                                              batch_size=batch, max_rows=a.max_rows)]
 
 
