@@ -3,7 +3,8 @@
 Both methods search the same space (the MLP cell on 784-vectors) for the same number of epochs
 on the same split (the official 10,000 test images; 7,000 of the 60,000 training images for
 validation, the rest, 53,000, for training), and the structure each finds is retrained from
-scratch the same way (Adam, cosine decay, train + validation) and scored on the test images:
+scratch the same way (Adam, cosine decay, train + validation; ``--retrain-init posterior_mean``
+starts bnas's from E_q[W | s] instead) and scored on the test images:
 
 - **bnas (evidence)**: ``bnas-pyro search`` with ``data.name=fashion_mnist`` (the default
   structured guide: a discrete q(s) over the cell's structures with q(W | s); precisions and
@@ -60,7 +61,8 @@ def _config(args: argparse.Namespace):
         "retrain.epochs": args.retrain_epochs, "analysis.plots": False,
         "analysis.max_rows": args.analysis_rows, "analysis.draws": args.draws,
         "analysis.predictive_draws": args.predictive_draws, "analysis.rank_k": args.rank_k,
-        "analysis.rank_refit_steps": args.rank_refit_steps, "analysis.rank_draws": args.rank_draws}
+        "analysis.rank_refit_steps": args.rank_refit_steps, "analysis.rank_draws": args.rank_draws,
+        "retrain.init": args.retrain_init}
     if args.data_path:
         changes["data.path"] = args.data_path
     return default_config().replace(**changes)
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         "(analysis.rank_refit_steps; default 100)")
     p.add_argument("--rank-draws", type=int, default=100,
                    help="weight draws of each ranked structure's evidence (default 100)")
+    p.add_argument("--retrain-init", default="scratch",
+                   choices=["scratch", "posterior_mean", "auto"],
+                   help="where bnas's retraining starts (retrain.init; default scratch, as DARTS's "
+                        "retraining does)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-path", help="folder of the four IDX files (default: "
                                        "/usr/share/datasets/fashion-mnist)")
