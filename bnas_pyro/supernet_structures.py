@@ -267,7 +267,8 @@ def _plan_generic(supernet, plan, choices, context, first, rows) -> None:
         plan.calls[node] = calls
 
 
-def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor, choices: Tensor | None = None,
+def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor,
+                       choices: Tensor | None = None,
                        weight_rows: Tensor | None = None,
                        plan: StructurePlan | None = None) -> Tensor:
     """f(x; W, s) for every discrete structure s (row of ``choices``, (S, E): the primitive of

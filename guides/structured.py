@@ -253,6 +253,7 @@ class StructuredGuide(nn.Module):
         self._natural: Tensor | None = None
         self._natural_count = 0
         self._plans: dict = {}   # StructurePlan per (structures, weight rows, device)
+        self._fusable = fusable_space(model.supernet)
         self._temperature = 1.0
         if weights not in ("mean_field", "full_rank"):
             raise ValueError(f"weights must be 'mean_field' or 'full_rank', got {weights!r}")
@@ -279,8 +280,8 @@ class StructuredGuide(nn.Module):
         for n in sizes:
             starts.append(starts[-1] + n)
         self._group_bounds = [(a, b) for a, b in zip(starts[:-1], starts[1:])]
-        self.register_buffer("_group_sizes_float", torch.tensor(sizes, dtype=self.loc.dtype,
-                                                                device=self.loc.device),
+        self.register_buffer("_group_sizes", torch.tensor(sizes, dtype=self.loc.dtype,
+                                                          device=self.loc.device),
                              persistent=False)
         # the groups some structure of a joint q's support uses (the others follow the prior)
         live_groups = torch.ones(layout.num_groups, dtype=torch.bool)
@@ -288,10 +289,10 @@ class StructuredGuide(nn.Module):
             live_groups = torch.zeros(layout.num_groups, dtype=torch.bool)
             live_groups[self.structure._support_groups.reshape(-1).cpu()] = True
         scalars = live_groups[model.supernet.group_index.cpu()].nonzero()[:, 0]
-        group_lengths = torch.tensor(sizes, dtype=torch.long)
-        self.register_buffer("_group_lengths", group_lengths.to(self.loc.device), persistent=False)
-        self.register_buffer("_live_lengths", (group_lengths * live_groups).to(self.loc.device),
-                             persistent=False)
+        # the lengths of the groups' runs in W, and in its live part (0 for the others)
+        self._split_sizes = {False: list(sizes),
+                             True: [n if alive else 0
+                                    for n, alive in zip(sizes, live_groups.tolist())]}
         self.register_buffer("_live_groups", live_groups.to(self.loc.device), persistent=False)
         self.register_buffer("_live", None if bool(live_groups.all())
                              else scalars.to(self.loc.device), persistent=False)
@@ -416,7 +417,7 @@ class StructuredGuide(nn.Module):
             # 1/2 [A_g sum_i (Sigma_ii + mu_i^2) - n_g (1 + log A_g) - log det Sigma_g]
             log_a = hyper.log_precision.detach() if detach_prior else hyper.log_precision
             sums = self._group_sums(torch.stack([var + loc**2, logdet], 0), live is not None)
-            n = self._group_sizes_float.to(sums.dtype)
+            n = self._group_sizes.to(sums.dtype)
             kls = 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a) - sums[1])
             return kls if self._live is None else kls * self._live_groups.to(kls.dtype)
         log_a = hyper.log_precision_per_parameter()
@@ -434,20 +435,13 @@ class StructuredGuide(nn.Module):
         groups are few (an ``index_add`` along the last dimension is five times slower on a CPU;
         ``segment_reduce`` has no second derivative, which the greedy and unrolled
         hypergradients take), else the ``index_add``."""
-        lengths = self._live_lengths if live else self._group_lengths
-        if lengths.numel() <= _SPLIT_GROUPS:
-            return torch.stack([part.sum(-1) for part in values.split(self._lengths_list(live), -1)],
-                               -1)
+        sizes = self._split_sizes[live]
+        if len(sizes) <= _SPLIT_GROUPS:
+            return torch.stack([part.sum(-1) for part in values.split(sizes, -1)], -1)
         index = self.model.supernet.group_index
         if live:
             index = index.index_select(0, self._live)
-        return values.new_zeros(*values.shape[:-1], lengths.numel()).index_add(-1, index, values)
-
-    def _lengths_list(self, live: bool) -> list[int]:
-        key = "_live_lengths_list" if live else "_group_lengths_list"
-        if key not in self.__dict__:
-            self.__dict__[key] = (self._live_lengths if live else self._group_lengths).tolist()
-        return self.__dict__[key]
+        return values.new_zeros(*values.shape[:-1], len(sizes)).index_add(-1, index, values)
 
     def structure_weight_kls(self, kls: Tensor, choices: Tensor,
                              rows: Tensor | None = None) -> Tensor:
@@ -563,11 +557,12 @@ class StructuredGuide(nn.Module):
         pairs the structures choose are computed), else a vectorised supernet pass per
         structure."""
         model = self.model
-        if weights.dim() == 2 and weight_rows is None and fusable_space(model.supernet):
+        own_rows = weights.dim() == 2 and weight_rows is None and self._fusable
+        if own_rows:   # structure i reads weight row i
             weight_rows = torch.arange(choices.shape[0], device=choices.device)
         if weights.dim() == 1 or weight_rows is not None:
             f = forward_structures(model.supernet, x, weights,
-                                   plan=self._plan_of(choices, weight_rows, x.device))
+                                   plan=self._plan_of(choices, weight_rows, x.device, own_rows))
         else:
             f = self.forward_structures(x, weights, choices)      # (S, batch, *out)
         S, batch = f.shape[0], f.shape[1]
@@ -577,11 +572,13 @@ class StructuredGuide(nn.Module):
         scale = 1.0 if num_data is None else float(num_data) / batch
         return ll * scale
 
-    def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device) -> StructurePlan:
+    def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device,
+                 own_rows: bool = False) -> StructurePlan:
         """The :class:`~bnas_pyro.supernet_structures.StructurePlan` of these structures, kept
-        for the joint support (the same every step) and for the last few factorised draws."""
-        if weight_rows is None and choices is self.structure.choices:
-            key = ("support", str(device))   # no copy to the host on an accelerator
+        for the joint support (the same every step; ``own_rows``: structure i reads weight row i)
+        and for the last few factorised draws."""
+        if self.joint and choices is self.structure.choices and (weight_rows is None or own_rows):
+            key = ("support", own_rows, str(device))   # no copy to the host on an accelerator
         else:
             key = (torch.cat([choices.reshape(-1), torch.tensor([-1], device=choices.device)]
                              + ([] if weight_rows is None else [weight_rows.reshape(-1)]))

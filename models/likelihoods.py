@@ -102,12 +102,8 @@ class NormalLikelihood(Likelihood):
         return not_overridden(self, NormalLikelihood, "__call__", "distribution")
 
     def fused_log_likelihood(self, model, f, y, num_data=None):
-        scale = model.hyper.log_noise_precision.mul(-0.5).exp()
-        if f.dim() == 2 and f.shape[-1] == 1:
-            f = f.squeeze(-1)
-        lp = dist.Normal(f, scale, validate_args=False).log_prob(y)
         factor = 1.0 if num_data is None else int(num_data) / f.shape[0]
-        return lp.sum() * factor
+        return self.log_prob(model, f, y).sum() * factor
 
     def log_prob(self, model, f, y):
         if not self.supports_fused_terms():

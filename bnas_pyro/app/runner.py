@@ -94,8 +94,8 @@ def structure_ranking(config: RunConfig, data: SplitData, result: SearchResult
     """The top ``analysis.rank_k`` structures by refitted evidence on the training split, for any
     guide (:func:`bnas_pyro.analysis.ranking.rank_structures`); the refits on minibatches of
     ``analysis.rank_batch_size`` rows (full batch when the split is no larger), the evidence on
-    at most ``analysis.max_rows`` of them, scaled to all.  ``None`` when ``rank_k`` is 0 or the model cannot be ranked (a warning says
-    why)."""
+    at most ``analysis.max_rows`` of them, scaled to all.  ``None`` when ``rank_k`` is 0 or the
+    model cannot be ranked (a warning says why)."""
     a = config.analysis
     if a.rank_k <= 0:
         return None
