@@ -82,6 +82,9 @@ class StructurePlan:
     fused_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     fused_index: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     fused_sizes: list[int] = field(default_factory=list)
+    #: fused plans: the nodes whose pairs out are all ``linear`` and whose affine maps are taken
+    #: on their sources' banks, before the gather (:func:`_plan_linear_before_gather`)
+    linear_before_gather: frozenset = frozenset()
 
     def to(self, device: torch.device) -> "StructurePlan":
         """The plan with its index tensors on ``device``."""
@@ -96,7 +99,8 @@ class StructurePlan:
             {n: [_GenericCall(c.edge, c.primitive, c.row, move(c.needed), move(c.positions),
                               move(c.targets)) for c in cs] for n, cs in self.calls.items()},
             torch.device(device), dict(self.node_blocks), dict(self.kind_rows),
-            dict(self.fused_shapes), move(self.fused_index), list(self.fused_sizes))
+            dict(self.fused_shapes), move(self.fused_index), list(self.fused_sizes),
+            self.linear_before_gather)
 
 
 def fusable_space(supernet: Supernet) -> bool:
@@ -242,6 +246,34 @@ def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
             index[index < 0] = plan.banks[(src, block)].zero_row
             gathers.append((src, block, index))
         plan.gathers[node] = gathers
+    plan.linear_before_gather = _plan_linear_before_gather(supernet, plan)
+
+
+def _plan_linear_before_gather(supernet, plan) -> frozenset:
+    """The hidden nodes j whose kept pairs out are all ``linear`` (no activation, no identity),
+    where the affine map is cheaper taken on the source banks than on j's contexts.
+
+    Node j's value in context c is sum_e bank_e[i_e(c)], so a linear pair out of j gives
+    W^T h_j(c) + b = sum_e (W^T bank_e)[i_e(c)] + b: the matmul runs over the bank rows (B of
+    them) instead of the C contexts, and the gathers move ``rows`` values per context instead of
+    j's width.  Counting multiply-adds and moved values, that wins when
+    B n_in rows + 2 G C rows <= C n_in (2 G - 1 + rows) for G incoming gathers (with one weight
+    row only: contexts reading different rows would need each bank under each row's W).
+    """
+    space = supernet.space
+    chosen = set()
+    for node, (n_in, rows) in plan.fused_shapes.items():
+        if node in (space.input, space.output) or not plan.gathers.get(node):
+            continue
+        entries = [entry for _, kept in plan.node_blocks[node] for entry in kept]
+        if any(act is not None for act, _ in entries):   # an activation or an identity pair
+            continue
+        gathers = plan.gathers[node]
+        C, G = plan.contexts[node], len(gathers)
+        B = sum(plan.banks[(src, block)].zero_row + 1 for src, block, _ in gathers)
+        if B * n_in * rows + 2 * G * C * rows <= C * n_in * (2 * G - 1 + rows):
+            chosen.add(node)
+    return frozenset(chosen)
 
 
 def _plan_generic(supernet, plan, choices, context, first, rows) -> None:
@@ -305,6 +337,18 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
     banks: dict[tuple[str, int], Tensor] = {}
     out = None
     for node in space.order:
+        if R == 1 and node in plan.linear_before_gather:
+            n_in, rows = plan.fused_shapes[node]
+            wb = next(fused)[0]
+            w_t, b = wb[:n_in * rows].view(n_in, rows).t(), wb[n_in * rows:]
+            z = None
+            for src, block, index in plan.gathers[node]:
+                bank = banks[(src, block)]                       # (bank rows, n_in, batch)
+                part = torch.bmm(w_t.expand(bank.shape[0], -1, -1), bank).index_select(0, index)
+                z = part if z is None else z + part
+            z = z + b.view(1, rows, 1)                           # (contexts, rows, batch)
+            _bank_outputs(supernet, plan, node, banks, z, None, z.shape[0], batch)
+            continue
         if node == space.input:
             h = x.t().unsqueeze(0)                               # (1, in, batch)
         else:
@@ -318,7 +362,7 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
             out = h
         if not plan.node_blocks.get(node):
             continue
-        pieces = iter(())
+        z = None
         if node in plan.fused_shapes:
             n_in, rows = plan.fused_shapes[node]
             wb = next(fused)                                     # (R, n_in * rows + rows)
@@ -332,23 +376,31 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
                 r = plan.context_rows[node]
                 z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1),
                                   w.index_select(0, r).transpose(1, 2), h)
-            pieces = iter(z.split(plan.kind_rows[node], 1))
         n_ctx = h.shape[0] if node != space.input else R
         h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
-        blocks = supernet._fused[node][0]
-        for b_index, entries in plan.node_blocks[node]:
-            width = blocks[b_index].width
-            parts = []
-            for act, count in entries:
-                if act == _IDENTITY:
-                    parts.append(h_rows)
-                    continue
-                piece = next(pieces)
-                piece = piece if act is None else act(piece)
-                parts.append(piece.reshape(n_ctx * count, width, batch))
-            parts.append(h.new_zeros(1, width, batch))
-            banks[(node, b_index)] = torch.cat(parts, 0)
+        _bank_outputs(supernet, plan, node, banks, z, h_rows, n_ctx, batch)
     return out.index_select(0, plan.output_index).transpose(1, 2)
+
+
+def _bank_outputs(supernet: Supernet, plan: StructurePlan, node: str, banks: dict,
+                  z: Tensor | None, h_rows: Tensor | None, n_ctx: int, batch: int) -> None:
+    """The banks of ``node``'s blocks from its pre-activations ``z`` (contexts, kept rows, batch)
+    and, for identity pairs, its value ``h_rows`` (contexts, width, batch)."""
+    pieces = iter(() if z is None else z.split(plan.kind_rows[node], 1))
+    blocks = supernet._fused[node][0]
+    like = z if z is not None else h_rows
+    for b_index, entries in plan.node_blocks[node]:
+        width = blocks[b_index].width
+        parts = []
+        for act, count in entries:
+            if act == _IDENTITY:
+                parts.append(h_rows)
+                continue
+            piece = next(pieces)
+            piece = piece if act is None else act(piece)
+            parts.append(piece.reshape(n_ctx * count, width, batch))
+        parts.append(like.new_zeros(1, width, batch))
+        banks[(node, b_index)] = torch.cat(parts, 0)
 
 
 def _forward_generic(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: Tensor) -> Tensor:

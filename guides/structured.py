@@ -565,11 +565,8 @@ class StructuredGuide(nn.Module):
                                    plan=self._plan_of(choices, weight_rows, x.device, own_rows))
         else:
             f = self.forward_structures(x, weights, choices)      # (S, batch, *out)
-        S, batch = f.shape[0], f.shape[1]
-        flat = f.reshape(S * batch, *f.shape[2:])
-        y_rep = y.unsqueeze(0).expand(S, *y.shape).reshape(S * batch, *y.shape[1:])
-        ll = model.likelihood.log_prob(model, flat, y_rep).reshape(S, batch).sum(-1)
-        scale = 1.0 if num_data is None else float(num_data) / batch
+        ll = model.likelihood.structure_log_probs(model, f, y)
+        scale = 1.0 if num_data is None else float(num_data) / f.shape[1]
         return ll * scale
 
     def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device,

@@ -15,6 +15,22 @@ from .protocol import SupernetModel, not_overridden
 
 OBS_SITE = "obs"
 
+#: rows from which :func:`categorical_log_prob` takes ``logsumexp`` over ``log_softmax``
+_LOGSUMEXP_ROWS = 512
+
+
+def categorical_log_prob(logits: Tensor, y: Tensor) -> Tensor:
+    """log softmax(logits)[y] per row, shape ``(rows,)``.
+
+    On a CPU, ``log_softmax`` over few classes is slow per row (measured with 10 classes and one
+    thread: 1.6 ms forward and backward on 6,144 rows against 0.5 ms for ``logits[y] -
+    logsumexp(logits)``; below about 500 rows ``cross_entropy`` is the faster), so many rows
+    (a batch times the structures of an exact sum) take the ``logsumexp`` form.
+    """
+    if logits.dim() == 2 and logits.shape[0] >= _LOGSUMEXP_ROWS:
+        return logits.gather(1, y.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, 1)
+    return -torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
 
 class Likelihood:
     """Base class: ``distribution(model, f)`` per data point; ``__call__`` adds the plate."""
@@ -53,6 +69,14 @@ class Likelihood:
         """Pointwise log p(y_i | f(x_i)), shape ``(batch,)``."""
         return self.distribution(model, f).log_prob(y)
 
+    def structure_log_probs(self, model: SupernetModel, f: Tensor, y: Tensor) -> Tensor:
+        """sum_i log p(y_i | f_s(x_i)) for the outputs ``f`` (S, batch, *out) of S structures
+        on one batch, shape ``(S,)``."""
+        S, batch = f.shape[0], f.shape[1]
+        y_rep = y.unsqueeze(0).expand(S, *y.shape).reshape(S * batch, *y.shape[1:])
+        flat = f.reshape(S * batch, *f.shape[2:])
+        return self.log_prob(model, flat, y_rep).reshape(S, batch).sum(-1)
+
 
 class CategoricalLikelihood(Likelihood):
     """y ~ Categorical(logits = f(x)) for classification."""
@@ -65,12 +89,21 @@ class CategoricalLikelihood(Likelihood):
 
     def fused_log_likelihood(self, model, f, y, num_data=None):
         scale = 1.0 if num_data is None else int(num_data) / f.shape[0]
+        if f.dim() == 2 and f.shape[0] >= _LOGSUMEXP_ROWS:
+            return categorical_log_prob(f, y).sum() * scale
         return torch.nn.functional.cross_entropy(f, y, reduction="sum") * -scale
 
     def log_prob(self, model, f, y):
         if self.supports_fused_terms():   # log_softmax(f)[y], without building a distribution
-            return -torch.nn.functional.cross_entropy(f, y, reduction="none")
+            return categorical_log_prob(f, y)
         return super().log_prob(model, f, y)
+
+    def structure_log_probs(self, model, f, y):
+        if f.dim() != 3 or not self.supports_fused_terms():
+            return super().structure_log_probs(model, f, y)
+        # on f's own layout (the structures' outputs are a transposed view): no copy to rows
+        index = y.expand(f.shape[0], -1).unsqueeze(-1)
+        return (f.gather(-1, index).squeeze(-1) - torch.logsumexp(f, -1)).sum(-1)
 
     def check_targets(self, y, output_size):
         if y.dtype.is_floating_point:

@@ -76,7 +76,7 @@ def test_structure_batched_forward_equals_one_forward_per_structure():
     """forward_structures (node values shared between structures) against the supernet at
     gamma one-hot, structure by structure, with two weight rows: values and gradients (a space
     with generic primitives, constant and poly: the generic plan; the 96 structures of the 2-node
-    MLP cell and 200 of the 3-node one's: the fused plan)."""
+    MLP cell and 200 of the 3-node one's: the fused plan, with one weight row and two)."""
     import itertools
 
     from bnas_pyro.spaces import mlp_cell_space
@@ -98,11 +98,19 @@ def test_structure_batched_forward_equals_one_forward_per_structure():
         assert plan.fused == (sp is not first)   # the MLP cell takes the fused plan
         out = forward_structures(net, x, w, plan=plan)
         torch.testing.assert_close(forward_structures(net, x, w, choices, rows), out)
-        one = forward_structures(net, x, w[0], choices)     # one flat W, no weight rows
-        torch.testing.assert_close(one, torch.stack([
+        # one flat W, no weight rows: the last hidden node's linear maps to y are taken on its
+        # sources' banks, before the gather
+        if plan.fused:
+            assert plan_structures(net, choices).linear_before_gather == {sp.order[-2]}
+        one = forward_structures(net, x, w[0], choices)
+        one_ref = torch.stack([
             net(x, w[0], [None if k == 1 else torch.nn.functional.one_hot(c[e], k).double()
-                          for e, k in enumerate(sizes)]) for c in choices]),
-            rtol=1e-10, atol=1e-12)
+                          for e, k in enumerate(sizes)]) for c in choices])
+        torch.testing.assert_close(one, one_ref, rtol=1e-10, atol=1e-12)
+        probe = torch.randn(one.shape, generator=g, dtype=torch.float64)
+        grad, = torch.autograd.grad((one * probe).sum(), w)
+        grad_ref, = torch.autograd.grad((one_ref * probe).sum(), w)
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-12)
         expected = torch.stack([
             net(x, w[r], [None if k == 1 else torch.nn.functional.one_hot(c[e], k).double()
                           for e, k in enumerate(sizes)])
