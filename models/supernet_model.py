@@ -10,6 +10,7 @@ with their own Pyro code (see ``examples/custom_prior.py``).
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -19,6 +20,8 @@ from torch import Tensor
 from bnas_pyro.hyperparameters import HyperParameters, PrecisionLevel
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.supernet import Supernet
+from bnas_pyro.supernet_structures import (StructurePlan, forward_structures, fusable_space,
+                                           plan_structures)
 
 from .likelihoods import CategoricalLikelihood, Likelihood
 from .structure_priors import ConcreteGroups, ConcreteStructurePrior, check_temperature
@@ -26,6 +29,48 @@ from .weight_priors import GaussianWeightPrior
 
 StructurePrior = Callable[["BayesianSupernet"], Sequence["Tensor | None"]]
 WeightPrior = Callable[["BayesianSupernet", Sequence["Tensor | None"]], Tensor]
+
+#: per supernet, the plans of the last few vertices it was evaluated at (outside the module, so
+#: that pickles and state dicts do not carry them)
+_VERTEX_PLANS: "weakref.WeakKeyDictionary[Supernet, dict]" = weakref.WeakKeyDictionary()
+_KEPT_VERTEX_PLANS = 16
+
+
+def vertex_choices(gammas: Sequence[Tensor | None]) -> tuple[int, ...] | None:
+    """The primitive of every edge where each gamma is exactly one-hot (a vertex of the simplex,
+    e.g. a draw of a discrete q(s)), else ``None`` (0 for single-primitive edges)."""
+    multi = [g for g in gammas if g is not None]
+    if not multi:
+        return tuple(0 for _ in gammas)
+    flat = torch.cat([g.reshape(-1) for g in multi])
+    if not bool(((flat == 0) | (flat == 1)).all()):
+        return None
+    ones = [int(i) for i in (flat == 1).nonzero()[:, 0].tolist()]
+    if len(ones) != len(multi):
+        return None
+    out, start, it = [], 0, iter(ones)
+    for g in gammas:
+        if g is None:
+            out.append(0)
+            continue
+        i = next(it) - start
+        if not 0 <= i < g.numel():
+            return None
+        out.append(i)
+        start += g.numel()
+    return tuple(out)
+
+
+def _vertex_plan(supernet: Supernet, choice: tuple[int, ...], device) -> StructurePlan:
+    plans = _VERTEX_PLANS.setdefault(supernet, {})
+    key = (choice, str(device))
+    plan = plans.get(key)
+    if plan is None:
+        plan = plan_structures(supernet, torch.tensor([choice])).to(device)
+        if len(plans) >= _KEPT_VERTEX_PLANS:
+            plans.pop(next(iter(plans)))
+        plans[key] = plan
+    return plan
 
 
 class BayesianSupernet(PyroModule):
@@ -88,8 +133,21 @@ class BayesianSupernet(PyroModule):
                       for lg in self.structure_prior(self)]
         weights = self.weight_prior(self, log_gammas)
         gammas = [None if lg is None else lg.exp() for lg in log_gammas]
-        f = self.supernet(x, weights, gammas)
+        f = self.supernet_output(x, weights, gammas)
         return self.likelihood(self, f, y, num_data)
+
+    def supernet_output(self, x: Tensor, weights: Tensor, gammas: Sequence[Tensor | None]) -> Tensor:
+        """f(x; W, Gamma).  Where no gradient is taken and Gamma is a vertex (every gamma one-hot:
+        the draws of a discrete q(s) in prediction and analysis) on a space of the fused plan,
+        only the chosen pairs are computed
+        (:func:`~bnas_pyro.supernet_structures.forward_structures`); equal to rounding."""
+        if (not torch.is_grad_enabled() and weights.dim() == 1 and x.dim() == 2
+                and fusable_space(self.supernet)):
+            choice = vertex_choices(gammas)
+            if choice is not None:
+                plan = _vertex_plan(self.supernet, choice, x.device)
+                return forward_structures(self.supernet, x, weights, plan=plan)[0]
+        return self.supernet(x, weights, gammas)
 
     # ------------------------------------------------------------------ fused ELBO terms
     def supports_fused_terms(self) -> bool:

@@ -216,3 +216,33 @@ def test_per_structure_weights_take_the_fused_plan_with_the_same_likelihoods():
     grad, = torch.autograd.grad(fused.sum(), guide.loc, retain_graph=True)
     grad_ref, = torch.autograd.grad(reference.sum(), guide.loc)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_model_output_at_a_vertex_computes_the_chosen_pairs_only():
+    """Without gradients, at a vertex of the simplex (every gamma one-hot, a draw of a discrete
+    q(s)) the model's supernet output takes the structure forward, which computes only the chosen
+    pairs, and equals the full supernet's; off a vertex, or with gradients, the full supernet."""
+    from bnas_pyro.spaces import mlp_cell_space
+    from bnas_pyro.models.supernet_model import _VERTEX_PLANS, vertex_choices
+
+    sp = mlp_cell_space(5, 3, hidden=4, nodes=2)
+    model = BayesianSupernet(sp).double()
+    net = model.supernet
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(net.num_parameters, generator=g, dtype=torch.float64)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    sizes = [len(e) for e in sp.edges]
+    choice = [k - 1 for k in sizes]
+    gammas = [None if k == 1 else torch.nn.functional.one_hot(torch.tensor(c), k).double()
+              for c, k in zip(choice, sizes)]
+    assert vertex_choices(gammas) == tuple(choice)
+    with torch.no_grad():
+        fast = model.supernet_output(x, w, gammas)
+    assert list(_VERTEX_PLANS[net]) == [(tuple(choice), "cpu")]
+    torch.testing.assert_close(fast, net(x, w, gammas), rtol=1e-12, atol=1e-12)
+    soft = [None if k == 1 else torch.full((k,), 1.0 / k, dtype=torch.float64) for k in sizes]
+    assert vertex_choices(soft) is None
+    two = [None if gm is None else torch.ones_like(gm) for gm in gammas]
+    assert vertex_choices(two) is None
+    with torch.no_grad():
+        torch.testing.assert_close(model.supernet_output(x, w, soft), net(x, w, soft))
