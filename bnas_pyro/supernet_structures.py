@@ -14,8 +14,11 @@ operations.  Spaces whose nodes are all vectors and whose primitives are the bui
 ``identity`` and ``zero`` take the *fused* plan: per source node one batched matmul over its
 contexts for the affine pairs leaving it that some structure chooses (the supernet's fused
 layout, pruned to them), the activations once per kind, and per (edge into j) one
-``index_select`` from that node's bank of outputs.  Any other space takes the generic plan: one
-call per (edge, primitive, weight row) on the source contexts that need it.
+``index_select`` from that node's bank of outputs.  A hidden node whose pairs out are all
+``linear`` (the last node of an MLP cell, into y) is never formed: its affine maps run on its
+sources' banks and the narrower results are gathered (:func:`_plan_linear_before_gather`).  Any
+other space takes the generic plan: one call per (edge, primitive, weight row) on the source
+contexts that need it.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class StructurePlan:
     #: fused plans: the nodes whose pairs out are all ``linear`` and whose affine maps are taken
     #: on their sources' banks, before the gather (:func:`_plan_linear_before_gather`)
     linear_before_gather: frozenset = frozenset()
+    #: whether structure i's output context is context i (no gather of the outputs)
+    output_in_order: bool = False
 
     def to(self, device: torch.device) -> "StructurePlan":
         """The plan with its index tensors on ``device``."""
@@ -100,7 +105,7 @@ class StructurePlan:
                               move(c.targets)) for c in cs] for n, cs in self.calls.items()},
             torch.device(device), dict(self.node_blocks), dict(self.kind_rows),
             dict(self.fused_shapes), move(self.fused_index), list(self.fused_sizes),
-            self.linear_before_gather)
+            self.linear_before_gather, self.output_in_order)
 
 
 def fusable_space(supernet: Supernet) -> bool:
@@ -150,7 +155,8 @@ def plan_structures(supernet: Supernet, choices: Tensor,
     num_rows = int(rows.max()) + 1 if S else 1
     plan = StructurePlan(S, num_rows, fusable_space(supernet),
                          {n: int(first[n].shape[0]) for n in space.order}, context_rows,
-                         context[space.output])
+                         context[space.output],
+                         output_in_order=bool(torch.equal(context[space.output], torch.arange(S))))
     if plan.fused:
         _plan_fused(supernet, plan, choices, context, first, rows)
     else:
@@ -379,7 +385,9 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
         n_ctx = h.shape[0] if node != space.input else R
         h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
         _bank_outputs(supernet, plan, node, banks, z, h_rows, n_ctx, batch)
-    return out.index_select(0, plan.output_index).transpose(1, 2)
+    if not plan.output_in_order:
+        out = out.index_select(0, plan.output_index)
+    return out.transpose(1, 2)
 
 
 def _bank_outputs(supernet: Supernet, plan: StructurePlan, node: str, banks: dict,
