@@ -38,26 +38,21 @@ _KEPT_VERTEX_PLANS = 16
 
 def vertex_choices(gammas: Sequence[Tensor | None]) -> tuple[int, ...] | None:
     """The primitive of every edge where each gamma is exactly one-hot (a vertex of the simplex,
-    e.g. a draw of a discrete q(s)), else ``None`` (0 for single-primitive edges)."""
-    multi = [g for g in gammas if g is not None]
-    if not multi:
-        return tuple(0 for _ in gammas)
-    flat = torch.cat([g.reshape(-1) for g in multi])
-    if not bool(((flat == 0) | (flat == 1)).all()):
-        return None
-    ones = [int(i) for i in (flat == 1).nonzero()[:, 0].tolist()]
-    if len(ones) != len(multi):
-        return None
-    out, start, it = [], 0, iter(ones)
+    e.g. a draw of a discrete q(s)), else ``None`` (0 for single-primitive edges); one copy of
+    the gammas to the host."""
+    multi = [g.reshape(-1) for g in gammas if g is not None]
+    values = torch.cat(multi).tolist() if multi else []
+    out, position = [], 0
     for g in gammas:
         if g is None:
             out.append(0)
             continue
-        i = next(it) - start
-        if not 0 <= i < g.numel():
+        k = g.numel()
+        part = values[position:position + k]
+        position += k
+        if sorted(part) != [0.0] * (k - 1) + [1.0]:
             return None
-        out.append(i)
-        start += g.numel()
+        out.append(part.index(1.0))
     return tuple(out)
 
 
