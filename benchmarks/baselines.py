@@ -31,6 +31,15 @@ AFFINE = ("linear", "tanh", "relu")
 _ACT = {"linear": None, "tanh": torch.tanh, "relu": torch.relu}
 
 
+def _class_log_prob(logits: Tensor, y: Tensor) -> Tensor:
+    """log softmax(logits)[y] per row, in the fastest form on a CPU: ``cross_entropy`` on small
+    batches; from 512 rows with fewer than 16 classes, ``log_softmax`` along the rows of the
+    transposed logits (a contiguous class dimension of few entries is slow per row)."""
+    if logits.shape[-1] < 16 and logits.shape[0] >= 512:
+        return torch.log_softmax(logits.t().contiguous(), 0).gather(0, y[None])[0]
+    return -F.cross_entropy(logits, y, reduction="none")
+
+
 class _Cell:
     """The fused layout: per edge one weight block ``(in, K_aff * out)`` and one bias block."""
 
@@ -143,7 +152,7 @@ class LeanBayesStep:
             for i, e in enumerate(es):
                 gammas[e] = g[i]
         f = c.forward(x, w, gammas)
-        log_lik = -F.cross_entropy(f, y, reduction="sum") * (self.num_data / x.shape[0])
+        log_lik = _class_log_prob(f, y).sum() * (self.num_data / x.shape[0])
         return kl - log_lik
 
     def step(self, x: Tensor, y: Tensor) -> None:
@@ -170,7 +179,7 @@ class LeanDartsStep:
             g = self.alpha[k].softmax(-1)
             for i, e in enumerate(es):
                 gammas[e] = g[i]
-        return F.cross_entropy(self.cell.forward(x, self.w, gammas), y)
+        return -_class_log_prob(self.cell.forward(x, self.w, gammas), y).mean()
 
     def step(self, x: Tensor, y: Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)

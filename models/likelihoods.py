@@ -15,22 +15,32 @@ from .protocol import SupernetModel, not_overridden
 
 OBS_SITE = "obs"
 
-#: rows from which :func:`categorical_log_prob` takes ``logsumexp`` over ``log_softmax``
-_LOGSUMEXP_ROWS = 512
+#: below this many classes, a CPU's ``log_softmax`` along a contiguous class dimension is slow
+#: per row; from this many rows (or where the classes are already the outer dimension) the
+#: classes are moved outward first
+_FEW_CLASSES, _MANY_ROWS = 16, 512
 
 
 def categorical_log_prob(logits: Tensor, y: Tensor) -> Tensor:
     """log softmax(logits)[y] over the last dimension: ``logits`` (..., classes), ``y`` (...).
 
-    On a CPU, ``log_softmax`` over few classes is slow per row (measured with 10 classes and one
-    thread: 1.6 ms forward and backward on 6,144 rows against 0.5 ms for ``logits[y] -
-    logsumexp(logits)``; below about 500 rows ``cross_entropy`` is the faster), so many rows
-    (a batch times the structures of an exact sum, on whatever layout they come in) take the
-    ``logsumexp`` form.
+    On a CPU, ``log_softmax`` over few classes laid out contiguously is slow per row (measured
+    with 10 classes and one thread, forward and backward: 1.5 ms on 6,144 rows), while the same
+    along an outer dimension is vectorised over the rows (0.18 ms; 0.29 ms with the copy that
+    moves the classes outward).  So few classes on many rows, or on a layout whose classes are
+    already outer (the structures' outputs are a transposed view of a class-major tensor), take
+    the class-major form; otherwise ``cross_entropy`` (which is the fastest on small batches)
+    or ``log_softmax`` where it is.
     """
-    if logits.dim() == 2 and logits.shape[0] < _LOGSUMEXP_ROWS:
+    classes = logits.shape[-1]
+    if logits.dim() >= 2 and classes < _FEW_CLASSES:
+        by_class = logits.transpose(-1, -2)
+        if by_class.is_contiguous() or logits.numel() >= _MANY_ROWS * classes:
+            by_class = by_class.contiguous()
+            return torch.log_softmax(by_class, -2).gather(-2, y.unsqueeze(-2)).squeeze(-2)
+    if logits.dim() == 2:
         return -torch.nn.functional.cross_entropy(logits, y, reduction="none")
-    return logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    return torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
 class Likelihood:

@@ -191,16 +191,19 @@ def test_fast_path_on_cuda():
     assert all(torch.isfinite(torch.tensor(loop.step(x, y, 200))) for _ in range(3))
 
 
-@pytest.mark.parametrize("rows", [20, 600])   # cross_entropy below 512 rows, logsumexp above
-def test_categorical_log_likelihood_equals_pyro_categorical(rows):
+# few classes: cross_entropy below 512 rows, the class-major log_softmax from 512 rows and on a
+# class-major layout; 20 classes: cross_entropy or log_softmax along the rows
+@pytest.mark.parametrize("rows", [20, 600])
+@pytest.mark.parametrize("classes", [7, 20])
+def test_categorical_log_likelihood_equals_pyro_categorical(rows, classes):
     """The Categorical likelihood's pointwise, summed and per-structure log-likelihoods against
     ``pyro.distributions.Categorical(logits)``, values and first and second derivatives (the
     greedy hypergradient differentiates twice)."""
     from bnas_pyro.models import CategoricalLikelihood
 
     g = torch.Generator().manual_seed(0)
-    f = torch.randn(rows, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 7, (rows,), generator=g)
+    f = torch.randn(rows, classes, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, classes, (rows,), generator=g)
     lik = CategoricalLikelihood()
     expected = dist.Categorical(logits=f).log_prob(y)
     torch.testing.assert_close(lik.log_prob(None, f, y), expected, rtol=1e-12, atol=1e-12)
@@ -216,7 +219,14 @@ def test_categorical_log_likelihood_equals_pyro_categorical(rows):
                                derivatives(expected.sum()), rtol=1e-10, atol=1e-12)
     # three structures' outputs at once, on the class-major layout the structured guide's
     # forward gives (a transposed view)
-    many = torch.randn(3, 7, rows, generator=g, dtype=torch.float64).transpose(1, 2)
-    torch.testing.assert_close(lik.structure_log_probs(None, many, y),
-                               dist.Categorical(logits=many).log_prob(y).sum(-1),
-                               rtol=1e-12, atol=1e-10)
+    # (a transposed view), and on a row-major one
+    for many in (torch.randn(3, classes, rows, generator=g, dtype=torch.float64).transpose(1, 2),
+                 torch.randn(3, rows, classes, generator=g, dtype=torch.float64)):
+        many.requires_grad_(True)
+        ours = lik.structure_log_probs(None, many, y)
+        theirs = dist.Categorical(logits=many).log_prob(y).sum(-1)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-10)
+        weights = torch.randn(3, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad((ours * weights).sum(), many)[0],
+                                   torch.autograd.grad((theirs * weights).sum(), many)[0],
+                                   rtol=1e-10, atol=1e-12)
