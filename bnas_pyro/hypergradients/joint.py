@@ -40,7 +40,7 @@ class JointStrategy(HypergradientStrategy):
         L = float("nan")
         c = search.coefficients
         for _ in range(search.inner_steps):
-            theta = list(search.theta().values())
+            theta = stepped_theta(search)
             hyper = search.hyper_parameters()
             terms = search.terms()
             g_theta, g_hyper = joint_gradients(terms, c, theta, hyper, search.hyper_terms)
@@ -51,6 +51,14 @@ class JointStrategy(HypergradientStrategy):
             search.apply_hypergradient(g_hyper)
             L = float(terms.detach().inner(c))
         return OuterStepInfo(L=L, Q=search.evaluate_outer())
+
+
+def stepped_theta(search: SearchState) -> list[Tensor]:
+    """The tensors of theta that the inner optimiser moves along their gradients.  A guide whose
+    wrapper moves some by dynamics of its own (the natural-gradient steps of a discrete q(s))
+    leaves those out of the param groups, and their gradients are then not computed."""
+    stepped = {id(p) for group in search.inner_optimizer.param_groups for p in group["params"]}
+    return [p for p in search.theta().values() if id(p) in stepped]
 
 
 def joint_gradients(terms: ElboTerms, c: Coefficients, theta: Sequence[Tensor],
