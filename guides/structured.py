@@ -380,10 +380,11 @@ class StructuredGuide(nn.Module):
         a, b = self._group_bounds[g]
         return self.offdiag[g].tril(-1) + torch.diag_embed(scale[..., a:b])
 
-    def sample_weights(self) -> Tensor:
+    def sample_weights(self, scale: Tensor | None = None) -> Tensor:
         """W ~ prod_g q_g (every group; which of them a structure reads is up to the structure):
-        shape (P,), or (S, P) with weights per structure (one row per ``structure.choices``)."""
-        scale = self.scale
+        shape (P,), or (S, P) with weights per structure (one row per ``structure.choices``);
+        ``scale``: :attr:`scale` where the caller has it already."""
+        scale = self.scale if scale is None else scale
         eps = torch.randn_like(self.loc)
         if self.weights_family == "mean_field":
             return self.loc + scale * eps
@@ -391,21 +392,26 @@ class StructuredGuide(nn.Module):
                   for g, (a, b) in enumerate(self._group_bounds)]
         return self.loc + torch.cat(pieces, -1) if pieces else self.loc
 
-    def group_kls(self, detach_prior: bool = False) -> Tensor:
+    def group_kls(self, detach_prior: bool = False, scale: Tensor | None = None) -> Tensor:
         """KL(q_g || p(W_g | h)) for every group g, shape (num_groups,) (or (S, num_groups) with
         weights per structure), analytic:
         1/2 [sum_i a_i (Sigma_ii + mu_i^2) - n_g - sum_i log a_i - log det Sigma_g].
         A group no structure of a joint q's support uses follows its prior under q(s, W) (module
         docstring): its KL is 0 and its q_g is not evaluated (a refit at one structure reads
-        only that structure's groups)."""
+        only that structure's groups); ``scale``: :attr:`scale` where the caller has it already."""
         hyper = self.model.hyper
         live = self._live
-        loc, scale_u = self.loc, self.scale_unconstrained
-        if live is not None and self.weights_family == "mean_field":
-            loc, scale_u = loc.index_select(-1, live), scale_u.index_select(-1, live)
+        loc = self.loc
+        subset = live is not None and self.weights_family == "mean_field"
+        if scale is None:
+            scale_u = self.scale_unconstrained
+            scale = softplus(scale_u.index_select(-1, live) if subset else scale_u)
+        elif subset:
+            scale = scale.index_select(-1, live)
+        if subset:
+            loc = loc.index_select(-1, live)
         else:
             live = None
-        scale = softplus(scale_u)
         if self.weights_family == "mean_field":
             var = scale**2
         else:
@@ -615,7 +621,8 @@ class StructuredGuide(nn.Module):
         if y is None:
             raise ValueError("StructuredGuide.objective_terms needs the targets y")
         choices, w, grad_w = self._structures_to_evaluate()
-        weights = self.sample_weights()
+        scale = self.scale
+        weights = self.sample_weights(scale)
         rows = None
         if self.precondition:
             # the value weight floored at _TINY (a bias below 1e-25); the gradient into q_g from
@@ -636,7 +643,7 @@ class StructuredGuide(nn.Module):
         ll = self.log_likelihoods(x, y, weights, choices, num_data, rows)
         self._num_data = int(x.shape[0] if num_data is None else num_data)
         self._batch_rows = int(x.shape[0])
-        kls = self.group_kls()
+        kls = self.group_kls(scale=scale)
         if torch.is_grad_enabled():   # averaged over the draws of one step (num_particles)
             r = self._natural_gradient(choices, ll.detach(), kls.detach())
             self._natural = r if self._natural is None else self._natural + r
