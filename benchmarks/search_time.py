@@ -61,26 +61,32 @@ def main() -> None:
     config = default_config().replace(**overrides)
     s = config.search
 
-    def bnas():
+    def bnas(config=config):
         parts = build_parts(config)
         with tempfile.TemporaryDirectory() as directory:
             drive(parts, directory, False)
 
-    def bnas_loop():   # the same search without the per-outer-step monitoring and checkpoints
+    def bnas_loop(config=config):   # the same search without the monitoring and checkpoints
         parts = build_parts(config)
         data = parts.data
         make_search(config, parts.model, parts.guide, parts.mode, parts.strategy, parts.inner_steps,
                     parts.outer_steps, None, False, []).run(data.x_train, data.y_train,
                                                              data.x_val, data.y_val)
 
-    def darts():
+    def darts(config=config):
         parts = build_parts(config)
         data = parts.data
-        DartsSearch(parts.space, data.task, epochs=s.epochs, batch_size=s.batch_size,
+        DartsSearch(parts.space, data.task, epochs=config.search.epochs,
+                    batch_size=config.search.batch_size,
                     seed=config.seed).run(data.x_train, data.y_train, data.x_val, data.y_val)
 
-    # the first torch optimiser of a process imports torch._dynamo (seconds, once): not a search cost
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    # the first run in a process pays one-time costs that are not search costs (about 1 s: the
+    # first torch optimiser imports torch._dynamo, the data set is read and cached, Pyro's and
+    # torch.save's modules load), which would fall on whichever search runs first: one
+    # one-epoch run of each, untimed
+    warm = config.replace(**{"search.epochs": 1})
+    for fn in (bnas, bnas_loop, darts):
+        fn(warm)
     runs = {"bnas": [], "bnas_loop": [], "darts": []}
     for _ in range(args.repeats):
         for name, fn in (("bnas", bnas), ("bnas_loop", bnas_loop), ("darts", darts)):
