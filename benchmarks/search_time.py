@@ -13,6 +13,8 @@ ELBO and a 4-draw posterior-predictive validation accuracy after every outer ste
 All run ``--repeats`` times, alternating; prints the median wall and process-CPU times, the
 ratio bnas/darts (target <= 1.5) and whether the default search takes under 30 s (the ``make
 demo`` target).  ``--epochs`` shortens both alike (default: the configuration's 150).
+One untimed one-epoch run of each comes first, so that a process's one-time costs (imports,
+reading the data set) fall on none of the timed runs.
 
     python benchmarks/search_time.py
     python benchmarks/search_time.py --device cuda
