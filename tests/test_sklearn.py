@@ -16,8 +16,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bnas_pyro.sklearn import BNASClassifier, BNASRegressor
 
-# small and fast; 6 epochs at lr 0.1 pass check_classifiers_train's accuracy bar (> 0.83)
-FAST = dict(space_options={"hidden": 4}, epochs=6, lr=0.1, predictive_draws=4, top_k=2,
+# small and fast; 6 epochs at lr 0.05 pass check_classifiers_train's accuracy bar (> 0.83) and
+# check_regressors_train's R^2 bar (> 0.5) at every random_state tried (0-7; at lr 0.1 the
+# regressor's R^2 fell below 0.5 at some)
+FAST = dict(space_options={"hidden": 4}, epochs=6, lr=0.05, predictive_draws=4, top_k=2,
             rank_refit_steps=5)
 
 # No check is skipped by us.  scikit-learn itself skips check_array_api_input unless the
