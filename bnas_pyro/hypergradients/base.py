@@ -33,7 +33,8 @@ class SearchState(Protocol):
 
     Attributes: ``model`` (h = ``model.hyper``), ``guide`` (theta), ``coefficients`` (of the
     current outer step), ``inner_steps`` (eta), ``lr`` (the inner step size of the current outer
-    step, after any step-size schedule), ``inner_optimizer`` and ``hyper_optimizer``.  ``theta`` may be any dict of tensors with the guide's parameter
+    step, after any step-size schedule), ``validation`` (whether Q is the hold-out
+    log-likelihood), ``inner_optimizer`` and ``hyper_optimizer``.  ``theta`` may be any dict of tensors with the guide's parameter
     names, e.g. unrolled, differentiable functions of h: the guide is then evaluated at it.
     """
 
@@ -42,6 +43,7 @@ class SearchState(Protocol):
     coefficients: Any
     inner_steps: int
     lr: float
+    validation: bool
     inner_optimizer: Any
     hyper_optimizer: Any
 

@@ -17,6 +17,10 @@ When c_prior = c_train c_reg (evidence mode, and any schedule that keeps that ra
 KL part of Q is c_train L, so both gradients come from one backward pass through the draw:
 grad_theta and grad_h of L + H / c_train, with grad_h scaled back by c_train (H = log p(h) -
 c_comb sum KL, which does not depend on theta).  Otherwise L and Q take a backward pass each.
+
+An outer step reports L and the training-batch Q of its last inner step's draw (both before
+that step's update: one more forward pass would only redraw them); a hold-out Q is evaluated
+on the validation split after the last step.
 """
 
 from __future__ import annotations
@@ -37,20 +41,34 @@ class JointStrategy(HypergradientStrategy):
     data_parallel = True
 
     def outer_step(self, search: SearchState) -> OuterStepInfo:
-        L = float("nan")
+        L = Q = float("nan")
         c = search.coefficients
-        for _ in range(search.inner_steps):
+        last = search.inner_steps - 1
+        for step in range(search.inner_steps):
             theta = stepped_theta(search)
             hyper = search.hyper_parameters()
             terms = search.terms()
-            g_theta, g_hyper = joint_gradients(terms, c, theta, hyper, search.hyper_terms)
+            hyper_values: list[Tensor] = []
+
+            def hyper_terms() -> Tensor:   # its value kept for Q (a c_comb term draws noise)
+                value = search.hyper_terms()
+                hyper_values.append(value.detach())
+                return value
+
+            g_theta, g_hyper = joint_gradients(terms, c, theta, hyper, hyper_terms)
             search.inner_optimizer.zero_grad(set_to_none=True)
             for p, g in zip(theta, g_theta):
                 p.grad = -g
             search.inner_optimizer.step()
             search.apply_hypergradient(g_hyper)
-            L = float(terms.detach().inner(c))
-        return OuterStepInfo(L=L, Q=search.evaluate_outer())
+            detached = terms.detach()
+            L = float(detached.inner(c))
+            if step == last and not search.validation:
+                if not hyper_values:
+                    with torch.no_grad():
+                        hyper_values.append(search.hyper_terms())
+                Q = float(detached.outer(c) + hyper_values[0])
+        return OuterStepInfo(L=L, Q=search.evaluate_outer() if search.validation else Q)
 
 
 def stepped_theta(search: SearchState) -> list[Tensor]:
