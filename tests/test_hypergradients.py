@@ -319,3 +319,29 @@ def test_joint_single_backward_pass_equals_the_two_passes_where_q_is_c_train_l(c
     assert close == exact
     for a, b in zip(auto_hyper, one_hyper if exact else two_hyper):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("coefficients", [Coefficients(), WEIGHTED])
+def test_joint_reports_the_q_of_its_last_draw(coefficients):
+    """``joint`` reports the training-batch Q of its last inner step's draw, before that step's
+    update: with fixed noise and the whole data as the batch, one inner step's Q is Q at the
+    starting (theta, h), whether one backward pass serves both gradients or two do."""
+    X, y, _, _ = linear_data(n=30, d=3)
+    space = SearchSpace({"x": 3, "y": 1}, [("x", "y", ["linear", "tanh", "zero"])])
+    model = BayesianSupernet(space, likelihood=NormalLikelihood(precision=BETA),
+                             init_log_precision=0.5).to(DTYPE)
+    guide = MeanFieldGuide(model, init_scale=0.2, generator=torch.Generator().manual_seed(3)).to(DTYPE)
+    search = BilevelSearch(model, guide, coefficients, hypergradient="joint", inner_steps=1,
+                           outer_steps=1, lr=0.05, hyper_lr=0.1, batch_size=X.shape[0],
+                           fixed_noise=True, progress=False, seed=0)
+    search.prepare(X, y)
+    search.coefficients = coefficients
+    with torch.no_grad():
+        before = float(search.outer_objective())
+    calls = []
+    search.evaluate_outer = lambda: calls.append(1) or float("nan")
+    info = search.strategy.outer_step(search)
+    assert not calls                                   # no extra forward pass
+    assert info.Q == pytest.approx(before, rel=1e-10, abs=1e-10)
+    with torch.no_grad():                              # theta and h did move
+        assert float(search.outer_objective()) != pytest.approx(before, rel=1e-6)
