@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -563,17 +563,40 @@ class StructuredGuide(nn.Module):
         pairs the structures choose are computed), else a vectorised supernet pass per
         structure."""
         model = self.model
+        f = self._outputs(x, weights, choices, weight_rows)
+        ll = model.likelihood.structure_log_probs(model, f, y)
+        scale = 1.0 if num_data is None else float(num_data) / f.shape[1]
+        return ll * scale
+
+    def _outputs(self, x: Tensor, weights: Tensor, choices: Tensor,
+                 weight_rows: Tensor | None = None) -> Tensor:
+        """f(x; W_s, s) for every row of ``choices``, shape (S, batch, *out) (``weights`` and
+        ``weight_rows`` as in :meth:`log_likelihoods`)."""
         own_rows = weights.dim() == 2 and weight_rows is None and self._fusable
         if own_rows:   # structure i reads weight row i
             weight_rows = torch.arange(choices.shape[0], device=choices.device)
         if weights.dim() == 1 or weight_rows is not None:
-            f = forward_structures(model.supernet, x, weights,
-                                   plan=self._plan_of(choices, weight_rows, x.device, own_rows))
-        else:
-            f = self.forward_structures(x, weights, choices)      # (S, batch, *out)
-        ll = model.likelihood.structure_log_probs(model, f, y)
-        scale = 1.0 if num_data is None else float(num_data) / f.shape[1]
-        return ll * scale
+            return forward_structures(self.model.supernet, x, weights,
+                                      plan=self._plan_of(choices, weight_rows, x.device, own_rows))
+        return self.forward_structures(x, weights, choices)
+
+    @torch.no_grad()
+    def structure_mixture(self, xs: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]] | None:
+        """One draw of the predictive as an exact mixture over a joint q(s)'s support:
+
+            p(y | x, W) = sum_s q(s) p(y | x, W_s, s),   W ~ prod_g q_g (W_s: structure s's groups)
+
+        returns (log q(s) (S,), [f(x; W_s, s) (S, rows, *out) for each x of ``xs``]), one weight
+        draw shared by all of ``xs`` (chunks of one input).  Each structure reads only its own
+        groups, so this draw has, for every s, the law of q(W | s); summing s out exactly removes
+        the Monte Carlo error of drawing it (:func:`bnas_pyro.analysis.metrics.posterior_predictive`
+        averages such draws).  ``None`` for a factorised q(s), whose support is not enumerated.
+        """
+        if not self.joint:
+            return None
+        choices = self.structure.choices
+        weights = self.sample_weights()
+        return self.structure.log_probs(), [self._outputs(x, weights, choices) for x in xs]
 
     def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device,
                  own_rows: bool = False) -> StructurePlan:

@@ -88,6 +88,24 @@ class Likelihood:
         flat = f.reshape(S * batch, *f.shape[2:])
         return self.log_prob(model, flat, y_rep).reshape(S, batch).sum(-1)
 
+    def structure_predictive(self, model: SupernetModel, f: Tensor,
+                             y: Tensor | None = None) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """p(y | f_s(x)) for the outputs ``f`` (S, batch, *out) of S structures: the pointwise
+        log p(y_i | f_s(x_i)), shape (S, batch) (``None`` without ``y``), and the moments of
+        each, ``{"probs": (S, batch, classes)}`` for a categorical law, else ``{"mean",
+        "second"}`` (E y and E y y elementwise, (S, batch, *event))."""
+        S, batch = f.shape[0], f.shape[1]
+        fn = self.distribution(model, f.reshape(S * batch, *f.shape[2:]))
+        ll = None
+        if y is not None:
+            y_rep = y.unsqueeze(0).expand(S, *y.shape).reshape(S * batch, *y.shape[1:])
+            ll = fn.log_prob(y_rep).reshape(S, batch)
+        if hasattr(fn, "probs") and not fn.event_shape:
+            return ll, {"probs": fn.probs.reshape(S, batch, -1)}
+        mean = fn.mean.reshape(S, batch, *fn.mean.shape[1:])
+        second = (fn.variance + fn.mean**2).reshape(mean.shape)
+        return ll, {"mean": mean, "second": second}
+
 
 class CategoricalLikelihood(Likelihood):
     """y ~ Categorical(logits = f(x)) for classification."""
@@ -112,6 +130,14 @@ class CategoricalLikelihood(Likelihood):
             return super().structure_log_probs(model, f, y)
         # on f's own layout (the structures' outputs are a transposed view): no copy to rows
         return categorical_log_prob(f, y.expand(f.shape[0], -1)).sum(-1)
+
+    def structure_predictive(self, model, f, y=None):
+        if f.dim() != 3 or not self.supports_fused_terms():
+            return super().structure_predictive(model, f, y)
+        # softmax over the classes as the outer dimension (see categorical_log_prob)
+        log_p = torch.log_softmax(f.transpose(-1, -2).contiguous(), -2)     # (S, classes, batch)
+        ll = None if y is None else log_p.gather(-2, y.expand(f.shape[0], 1, -1)).squeeze(-2)
+        return ll, {"probs": log_p.exp().transpose(-1, -2)}
 
     def check_targets(self, y, output_size):
         if y.dtype.is_floating_point:

@@ -94,3 +94,50 @@ def test_regression_predictive_and_plain_network():
     assert math.isclose(plain["nll"], m["nll"], rel_tol=1e-5)
     with pytest.raises(ValueError):
         expected_calibration_error(torch.ones(2, 2) / 2, torch.zeros(2, dtype=torch.long), n_bins=0)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_structured_guide_predictive_is_the_exact_mixture_of_the_model_over_structures(task):
+    """A joint q(s) predicts sum_s q(s) p(y | x, W, s) per weight draw.  With q(W) collapsed to
+    its mean, each structure's term is the Pyro path's prediction with q(s) one-hot on it, so
+    the mixture equals sum_s q(s) (Pyro path at s), to rounding."""
+    from bnas_pyro.guides import StructuredGuide
+    from bnas_pyro.models import CategoricalLikelihood
+
+    g = torch.Generator().manual_seed(4)
+    out = 3 if task == "classification" else 1
+    space = SearchSpace({"x": 2, "h": 3, "y": out},
+                        [("x", "h", ["linear", "tanh", "zero"]), ("h", "y", ["linear", "relu"]),
+                         ("x", "y", ["linear", "zero"])])
+    likelihood = CategoricalLikelihood() if task == "classification" else NormalLikelihood(4.0)
+    model = BayesianSupernet(space, likelihood=likelihood).double()
+    guide = StructuredGuide(model, structure="joint", generator=g).double()
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    y = (torch.randint(0, 3, (30,), generator=g) if task == "classification"
+         else torch.randn(30, generator=g, dtype=torch.float64))
+    with torch.no_grad():
+        guide.scale_unconstrained.fill_(-60.0)            # W = the mean, to rounding
+        guide.loc.copy_(torch.randn(guide.loc.shape, generator=g, dtype=torch.float64))
+        logits = torch.randn(guide.structure.logits.shape, generator=g, dtype=torch.float64)
+        guide.structure.logits.copy_(logits)
+    q = torch.softmax(logits, -1)
+    assert q.shape == (12,)
+    mixed = posterior_predictive(model, guide, x, y, num_draws=2, batch_size=16)
+    per_s = []
+
+    def pyro_path(*args):            # the guide as a plain Pyro guide, without the mixture hook
+        return guide(*args)
+
+    for s in range(q.shape[0]):      # one structure at a time, q(s) one-hot on it
+        with torch.no_grad():
+            guide.structure.logits.fill_(-1e4)
+            guide.structure.logits[s] = 0.0
+        per_s.append(posterior_predictive(model, pyro_path, x, y, num_draws=1))
+    field = "probs" if task == "classification" else "mean"
+    expect = sum(w * getattr(p, field) for w, p in zip(q, per_s))
+    torch.testing.assert_close(getattr(mixed, field), expect, rtol=1e-10, atol=1e-12)
+    lik = torch.logsumexp(torch.stack([w.log() + p.log_lik[0] for w, p in zip(q, per_s)]), 0)
+    torch.testing.assert_close(mixed.log_lik, lik.expand(2, -1), rtol=1e-10, atol=1e-10)
+    if task == "regression":
+        second = sum(w * (p.variance + p.mean**2) for w, p in zip(q, per_s))
+        torch.testing.assert_close(mixed.variance, second - expect**2, rtol=1e-9, atol=1e-10)

@@ -4,7 +4,9 @@ Two kinds of predictor are scored the same way:
 
 - the Bayesian supernet under q: the posterior predictive p(y|x) = E_q p(y|x, W, Gamma), estimated
   with S draws of (W, Gamma) from the guide (:func:`posterior_predictive`; the per-draw densities
-  come from the model's own likelihood site, so custom likelihoods work unchanged);
+  come from the model's own likelihood site, so custom likelihoods work unchanged; a guide that
+  enumerates its structures sums them out exactly per weight draw, through the likelihood's
+  ``structure_predictive``);
 - a plain network (e.g. the derived, retrained one): softmax of its outputs, or for regression a
   Normal with the residual noise level fitted on the training data (:func:`network_predictive`).
 
@@ -97,27 +99,29 @@ def posterior_predictive(model, guide, x: Tensor, y: Tensor | None = None, num_d
     """E_q p(y | x, W, Gamma) from ``num_draws`` guide draws (the model's likelihood site ``obs``).
 
     Each draw traces the guide once and replays the model on ``x`` (in chunks of
-    ``batch_size`` rows with the same draw), so the prediction is of exactly the model.
+    ``batch_size`` rows with the same draw), so the prediction is of exactly the model.  A guide
+    that enumerates its structures (``structure_mixture``: a joint
+    :class:`~bnas_pyro.guides.StructuredGuide`) gives, per weight draw, the exact mixture
+    sum_s q(s) p(y | x, W, s) through the model's likelihood instead of one structure drawn
+    from q(s): the same expectation, without the Monte Carlo error of the structure.
     """
     check_data(x, y, model, guide)
     n = x.shape[0]
     chunks = [(0, n)] if batch_size is None else [(a, min(a + batch_size, n))
                                                   for a in range(0, n, batch_size)]
+    mixture = getattr(guide, "structure_mixture", None)
     log_liks, prob_sum, mean_sum, second_sum = [], 0.0, 0.0, 0.0
     for _ in range(num_draws):
-        guide_trace = poutine.trace(guide).get_trace(x[:1], None, n)
+        drawn = None if mixture is None else mixture([x[a:b] for a, b in chunks])
+        guide_trace = poutine.trace(guide).get_trace(x[:1], None, n) if drawn is None else None
         lls, probs, means, seconds = [], [], [], []
-        for a, b in chunks:
+        for i, (a, b) in enumerate(chunks):
             yb = None if y is None else y[a:b]
-            tr = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x[a:b], yb, n)
-            fn = tr.nodes[OBS_SITE]["fn"]
-            if yb is not None:
-                lls.append(fn.log_prob(yb))
-            if hasattr(fn, "probs") and not fn.event_shape:  # categorical
-                probs.append(fn.probs)
+            if drawn is None:
+                tr = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x[a:b], yb, n)
+                _add_moments(tr.nodes[OBS_SITE]["fn"], yb, lls, probs, means, seconds)
             else:
-                means.append(fn.mean)
-                seconds.append(fn.variance + fn.mean**2)
+                _add_mixture(model, drawn[1][i], drawn[0], yb, lls, probs, means, seconds)
         if lls:
             log_liks.append(torch.cat(lls))
         if probs:
@@ -132,6 +136,38 @@ def posterior_predictive(model, guide, x: Tensor, y: Tensor | None = None, num_d
         out.mean = mean_sum / num_draws
         out.variance = second_sum / num_draws - out.mean**2
     return out
+
+
+def _add_moments(fn, y: Tensor | None, lls: list, probs: list, means: list,
+                 seconds: list) -> None:
+    """One chunk's pointwise log p(y | draw) and predictive moments from the likelihood's
+    distribution ``fn``."""
+    if y is not None:
+        lls.append(fn.log_prob(y))
+    if hasattr(fn, "probs") and not fn.event_shape:  # categorical
+        probs.append(fn.probs)
+    else:
+        means.append(fn.mean)
+        seconds.append(fn.variance + fn.mean**2)
+
+
+def _add_mixture(model, f: Tensor, log_w: Tensor, y: Tensor | None, lls: list, probs: list,
+                 means: list, seconds: list) -> None:
+    """The same for the mixture sum_s q(s) p(. | f_s) of S structures' outputs ``f``
+    (S, rows, *out) with weights ``log_w`` = log q(s)."""
+    ll, moments = model.likelihood.structure_predictive(model, f, y)
+    w = log_w.exp()
+
+    def mix(v: Tensor) -> Tensor:
+        return (w.reshape(-1, *[1] * (v.dim() - 1)) * v).sum(0)
+
+    if ll is not None:
+        lls.append(torch.logsumexp(log_w[:, None] + ll, 0))
+    if "probs" in moments:
+        probs.append(mix(moments["probs"]))
+    else:
+        means.append(mix(moments["mean"]))
+        seconds.append(mix(moments["second"]))
 
 
 def evaluate_bayesian(model, guide, x: Tensor, y: Tensor, task: str, num_draws: int = 100,
