@@ -99,6 +99,8 @@ _TINY = 1.0e-25
 _SPLIT_GROUPS = 64
 #: the factorised draws whose StructurePlan is kept
 _KEPT_PLANS = 32
+#: structures x rows of one forward pass of :meth:`StructuredGuide.structure_mixture`
+_MIXTURE_ROWS = 1 << 17
 
 
 class DiscreteStructure(nn.Module):
@@ -596,7 +598,10 @@ class StructuredGuide(nn.Module):
             return None
         choices = self.structure.choices
         weights = self.sample_weights()
-        return self.structure.log_probs(), [self._outputs(x, weights, choices) for x in xs]
+        rows = max(1, _MIXTURE_ROWS // choices.shape[0])     # bounds the activations' memory
+        outputs = [torch.cat([self._outputs(part, weights, choices) for part in x.split(rows)], 1)
+                   for x in xs]
+        return self.structure.log_probs(), outputs
 
     def _plan_of(self, choices: Tensor, weight_rows: Tensor | None, device,
                  own_rows: bool = False) -> StructurePlan:
