@@ -305,6 +305,11 @@ class StructuredGuide(nn.Module):
         self._group_offsets = list(layout.group_offsets)
         self.register_buffer("_offsets", torch.tensor(self._group_offsets, dtype=torch.long,
                                                       device=self.loc.device), persistent=False)
+        if self.structure.joint:   # (N, num_groups): 0 where structure s uses group g, else -inf
+            mask = torch.full((self.structure.choices.shape[0], layout.num_groups), -math.inf,
+                              dtype=self.loc.dtype, device=self.loc.device)
+            mask.scatter_(1, self._groups_of(self.structure.choices), 0.0)
+            self.register_buffer("_support_log_mask", mask, persistent=False)
         # the structure logits as an (edges x K_max) matrix, padding at index num_groups
         sizes_e, k_max = self.structure.edge_sizes, max(self.structure.edge_sizes)
         pad = torch.full((len(sizes_e), k_max), layout.num_groups, dtype=torch.long)
@@ -514,18 +519,14 @@ class StructuredGuide(nn.Module):
         sizes = self.structure.edge_sizes
         single = [self._group_offsets[e] for e, k in enumerate(sizes) if k == 1]
         if self.joint:
-            choices = self.structure.choices
             log_q = self.structure.log_probs()
-            groups = self._groups_of(choices)
-            log_p = log_q.new_full((num_groups,), -math.inf).scatter_reduce(
-                0, groups.reshape(-1), log_q[:, None].expand_as(groups).reshape(-1), "amax")
-            # log P(g) = logsumexp over the structures containing g
-            shifted = (log_q[:, None] - log_p[groups]).exp()
-            log_p = log_p + log_p.new_zeros(num_groups).index_add(
-                0, groups.reshape(-1), shifted.reshape(-1)).clamp_min(_TINY).log()
-            grad_w = log_q.new_zeros(choices.shape[0], num_groups)
-            grad_w.scatter_(1, groups, (log_q[:, None] - log_p[groups]).exp())
-            return choices, log_q.exp(), grad_w.detach()
+            with torch.no_grad():
+                # log q(s) on the groups of s, -inf off them; log P(g) = logsumexp over the
+                # structures containing g (made finite where none does: its weights are then 0)
+                on_groups = log_q[:, None] + self._support_log_mask
+                log_p = torch.logsumexp(on_groups, 0).clamp_min(torch.finfo(log_q.dtype).min)
+                grad_w = (on_groups - log_p).exp()
+            return self.structure.choices, log_q.exp(), grad_w
         probs = self.structure.probabilities()
         multi = [e for e, k in enumerate(sizes) if k > 1]
         base = self.structure.sample(1)[0]
