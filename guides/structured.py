@@ -483,11 +483,13 @@ class StructuredGuide(nn.Module):
         groups = self.structure._support_groups
         return self._prior_group_log_probs()[groups].sum(-1)
 
-    def structure_kl(self) -> Tensor:
-        """KL(q(s) || p(s | m)), exact."""
+    def structure_kl(self, joint_log_probs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """KL(q(s) || p(s | m)), exact; ``joint_log_probs``: (log q(s), log p(s | m)) over a
+        joint q's support where the caller has them already."""
         if self.joint:
-            log_q = self.structure.log_probs()
-            return (log_q.exp() * (log_q - self._support_prior_log_probs())).sum()
+            log_q, log_p = joint_log_probs or (self.structure.log_probs(),
+                                               self._support_prior_log_probs())
+            return (log_q.exp() * (log_q - log_p)).sum()
         prior = self._prior_log_probs()
         total = self.loc.new_zeros(())
         for e, lp in enumerate(prior):
@@ -660,21 +662,24 @@ class StructuredGuide(nn.Module):
             # as if s were chosen); for a factorised q one scale vector per edge e, shared by the
             # rows (e, l) (their own group whole, the other edges' groups none)
             w = w.clamp_min(_TINY)
-            index = self.model.supernet.group_index
-            if self.per_structure:
-                per = (1.0 / w.detach())[:, None]
-            elif self.joint:
-                per = (grad_w / w.detach()[:, None]).amax(0)[index]
-            else:
-                rows, scales = self._factorised_scales(choices, grad_w / w.detach()[:, None])
-                per = scales[:, index]
-            weights = weights.detach() + (weights - weights.detach()) * per
+            if torch.is_grad_enabled():   # the rescaling changes gradients only, not values
+                index = self.model.supernet.group_index
+                if self.per_structure:
+                    per = (1.0 / w.detach())[:, None]
+                elif self.joint:
+                    per = (grad_w / w.detach()[:, None]).amax(0)[index]
+                else:
+                    rows, scales = self._factorised_scales(choices, grad_w / w.detach()[:, None])
+                    per = scales[:, index]
+                weights = weights.detach() + (weights - weights.detach()) * per
         ll = self.log_likelihoods(x, y, weights, choices, num_data, rows)
         self._num_data = int(x.shape[0] if num_data is None else num_data)
         self._batch_rows = int(x.shape[0])
         kls = self.group_kls(scale=scale)
+        # log q(s) and log p(s | m) over a joint support, shared by the natural gradient and the KL
+        logs = (self.structure.log_probs(), self._support_prior_log_probs()) if self.joint else None
         if torch.is_grad_enabled():   # averaged over the draws of one step (num_particles)
-            r = self._natural_gradient(choices, ll.detach(), kls.detach())
+            r = self._natural_gradient(choices, ll.detach(), kls.detach(), logs)
             self._natural = r if self._natural is None else self._natural + r
             self._natural_count += 1
         if self.per_structure:
@@ -692,7 +697,7 @@ class StructuredGuide(nn.Module):
             kl_w = (p_group * kls.detach()).sum() + (kls - kls.detach()).sum()
         else:
             kl_w = (self.group_probabilities() * kls).sum()
-        return ElboTerms((w * ll).sum(), kl_w, self.structure_kl())
+        return ElboTerms((w * ll).sum(), kl_w, self.structure_kl(logs))
 
     def _factorised_scales(self, choices: Tensor, per: Tensor) -> tuple[Tensor, Tensor]:
         """The rows (e, l) of a factorised draw share one gradient-scale vector per edge e
@@ -712,7 +717,8 @@ class StructuredGuide(nn.Module):
         return torch.arange(choices.shape[0], device=choices.device)
 
     @torch.no_grad()
-    def _natural_gradient(self, choices: Tensor, ll: Tensor, kls: Tensor) -> Tensor:
+    def _natural_gradient(self, choices: Tensor, ll: Tensor, kls: Tensor,
+                          joint_log_probs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """r = the natural gradient of the (c_reg-scaled) bound in q(s)'s logits, up to a constant
         per block, from this draw's log-likelihoods (:class:`NaturalStructureOptimizer`):
         joint: r_s = ll_s - c_reg (sum_{g in s} KL_g + log q(s) - log p(s));
@@ -722,8 +728,8 @@ class StructuredGuide(nn.Module):
         c = self._c_reg
         t = self._temperature
         if self.joint:
-            log_q = self.structure.log_probs()
-            log_p = self._support_prior_log_probs()
+            log_q, log_p = joint_log_probs or (self.structure.log_probs(),
+                                               self._support_prior_log_probs())
             kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
             return (ll - c * kl_s) / t - c * (log_q - log_p)
         prior = self._prior_log_probs()

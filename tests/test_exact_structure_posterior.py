@@ -294,3 +294,32 @@ def test_joint_bound_is_the_mixture_of_structure_elbos():
     prior = torch.full((6,), 1 / 6, dtype=torch.float64)
     expected = (q * (ll - kls)).sum() - (q * (q / prior).log()).sum()
     assert torch.allclose(terms.elbo, expected, atol=1e-8), (float(terms.elbo), float(expected))
+
+
+@pytest.mark.parametrize("structure, per_structure", [("joint", False), ("factorised", False),
+                                                      ("joint", True)])
+def test_bound_without_gradients_has_the_same_value(structure, per_structure):
+    """The preconditioner rescales gradients only: the terms of one draw are the same whether
+    autograd records them (a step) or not (monitoring, evaluation)."""
+    from bnas_pyro.models import CategoricalLikelihood
+
+    space = SearchSpace({"x": 2, "h": 3, "y": 3},
+                        [("x", "h", ["linear", "tanh", "zero"]), ("h", "y", ["linear", "relu"]),
+                         ("x", "y", ["linear", "zero"])])
+    model = BayesianSupernet(space, likelihood=CategoricalLikelihood()).double()
+    guide = StructuredGuide(model, structure=structure, weights_per_structure=per_structure,
+                            init_logits=None, generator=torch.Generator().manual_seed(2)).double()
+    with torch.no_grad():
+        guide.structure.logits.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(25, 2, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (25,), generator=g)
+    torch.manual_seed(5)
+    recorded = guide.objective_terms(x, y, 100)
+    assert recorded.elbo.requires_grad
+    torch.manual_seed(5)
+    with torch.no_grad():
+        plain = guide.objective_terms(x, y, 100)
+    for a, b in zip((recorded.log_likelihood, recorded.kl_weights, recorded.kl_structure),
+                    (plain.log_likelihood, plain.kl_weights, plain.kl_structure)):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12)
