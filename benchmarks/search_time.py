@@ -9,7 +9,8 @@
   space, epochs and batch size.
 
 The search loop alone (``BilevelSearch.run`` without the progress callback, which evaluates the
-ELBO and a 4-draw posterior-predictive validation accuracy after every outer step) is timed too.
+ELBO and a 4-draw posterior-predictive validation accuracy every ``eval_every`` outer steps, and
+without checkpoints) is timed too.
 All run ``--repeats`` times, alternating; prints the median wall and process-CPU times, the
 ratio bnas/darts (target <= 1.5: the median over the repeats of each repeat's ratio, each
 repeat's shown too, as the spread on a shared machine) and whether the default search takes
