@@ -100,6 +100,8 @@ class ConcreteGroups:
         self._noise = torch.tensor(noise, dtype=torch.long).reshape(shape)
         self._present = torch.tensor(present, dtype=torch.bool).reshape(shape)
         self._full = bool(self._present.all())
+        # every edge chooses among the same K > 1: the padded matrix is the vector's own view
+        self._uniform = bool(self.multi) and all(k == width for k in self.edge_sizes)
         self._position = position   # where each group sits in the flattened rows (+1 zero)
         self._log_scale = sum(math.lgamma(k) for k in self.multi)
         self._degrees = sum(k - 1 for k in self.multi)
@@ -124,8 +126,11 @@ class ConcreteGroups:
     def _assemble(self, rows: Tensor) -> Tensor:
         """The vector over the groups from the padded rows (0 on single-primitive edges);
         remembers the rows of the last vector made, so that reading it back costs no gather."""
-        position = self._index(rows.device)[3]
-        value = torch.cat([rows.reshape(-1), rows.new_zeros(1)]).index_select(0, position)
+        if self._uniform:
+            value = rows.reshape(-1)
+        else:
+            position = self._index(rows.device)[3]
+            value = torch.cat([rows.reshape(-1), rows.new_zeros(1)]).index_select(0, position)
         self._last = (value, rows)
         return value
 
@@ -135,17 +140,24 @@ class ConcreteGroups:
         last = getattr(self, "_last", None)
         if last is not None and last[0] is value:
             return last[1]
-        return value[self._index(value.device)[0]]
+        return self._gather(value, 0)
+
+    def _gather(self, vector: Tensor, which: int) -> Tensor:
+        """``vector[index]`` for the padded index ``which`` (0: groups, 1: noise draws); a view
+        when every edge has the same number of primitives."""
+        if self._uniform:
+            return vector.view(len(self.multi), self._width)
+        return vector[self._index(vector.device)[which]]
 
     def rsample(self, logits: Tensor, temperature: Tensor) -> Tensor:
         """A reparameterised draw of log gamma for every edge, as a vector over the groups."""
         if not self.multi:
             return logits.new_zeros(self.num_groups)
-        padded, noise, present, _ = self._index(logits.device)
+        present = self._index(logits.device)[2]
         u = clamp_probs(torch.cat([torch.rand(k, dtype=logits.dtype, device=logits.device)
                                    for k in self.multi]))
-        gumbels = -((-(u[noise].log())).log())
-        scores = self._masked((logits[padded] + gumbels) / temperature, present)
+        gumbels = -((-(self._gather(u, 1).log())).log())
+        scores = self._masked((self._gather(logits, 0) + gumbels) / temperature, present)
         value = self._assemble(scores.log_softmax(-1))
         self._drawn = value
         return value
@@ -154,8 +166,8 @@ class ConcreteGroups:
         """sum over edges of log Concrete(log gamma^e; logits^e, t)."""
         if not self.multi:
             return value.new_zeros(())
-        padded, _, present, _ = self._index(value.device)
-        score = logits[padded] - self.rows(value).mul(temperature)
+        present = self._index(value.device)[2]
+        score = self._gather(logits, 0) - self.rows(value).mul(temperature)
         density = self._masked(score, present).log_softmax(-1)
         if not self._full:
             density = density.masked_fill(~present, 0.0)
