@@ -47,7 +47,8 @@ class ElboTerms:
 
     def inner(self, c: Coefficients) -> Tensor:
         """L = E_q log p(y|X,W,Gamma) - c_reg KL(q || p)   (METHOD.md section 4)."""
-        return self.log_likelihood - c.c_reg * self.kl
+        kl = self.kl if c.c_reg == 1.0 else c.c_reg * self.kl
+        return self.log_likelihood - kl
 
     def outer(self, c: Coefficients) -> Tensor:
         """The data and KL part of Q: c_train E_q log p - c_prior KL(q || p).
@@ -113,7 +114,9 @@ def fused_terms(model, guide, x: Tensor, y: Tensor, num_data: int | None = None)
       a reparameterised draw of log gamma per group (edge, primitive), shape ``(num_groups,)``
       with 0 on single-primitive edges (the order of ``model.hyper.structure_logits``), and
       log q(Gamma) at it; ``fused_weight_distribution(log_gamma)``, q(W | Gamma) as a torch
-      distribution with ``rsample`` and event shape ``(P,)``.
+      distribution with ``rsample`` and event shape ``(P,)``; optionally
+      ``fused_weight_moments(log_gamma) -> (loc, scale) | None``, the same q when it is the
+      diagonal Normal N(loc, diag scale^2) (the draw and the KL then skip building it).
     - model: ``supports_fused_terms() -> bool``; ``fused_structure_log_prior(log_gamma)``;
       ``fused_normalise(log_gamma)`` (what the model does to the draw before using it);
       ``fused_weight_prior(log_gamma)``, p(W | Gamma, h) as a torch distribution;
@@ -124,12 +127,20 @@ def fused_terms(model, guide, x: Tensor, y: Tensor, num_data: int | None = None)
     """
     log_gamma, log_q = guide.fused_structure()
     kl_s = log_q - model.fused_structure_log_prior(log_gamma)
-    q_w = guide.fused_weight_distribution(log_gamma)
-    weights = q_w.rsample()
+    moments = getattr(guide, "fused_weight_moments", None)
+    moments = moments(log_gamma) if moments is not None else None
+    log_precision = model.fused_weight_log_precision()
     normalised = model.fused_normalise(log_gamma)
-    kl_w = _diagonal_gaussian_kl(q_w, model.fused_weight_log_precision())
-    if kl_w is None:
-        kl_w = _site_kl(q_w, model.fused_weight_prior(normalised), weights).sum()
+    if moments is not None and log_precision is not None and moments[0].shape == log_precision.shape:
+        loc, scale = moments
+        weights = loc + torch.randn_like(loc) * scale   # Normal(loc, scale).rsample()
+        kl_w = diagonal_gaussian_kl(loc, scale, log_precision)
+    else:
+        q_w = guide.fused_weight_distribution(log_gamma)
+        weights = q_w.rsample()
+        kl_w = _diagonal_gaussian_kl(q_w, log_precision)
+        if kl_w is None:
+            kl_w = _site_kl(q_w, model.fused_weight_prior(normalised), weights).sum()
     log_lik = model.fused_log_likelihood(weights, normalised, x, y, num_data)
     return ElboTerms(log_lik, kl_w, kl_s)
 
@@ -142,7 +153,12 @@ def _diagonal_gaussian_kl(q, log_precision: Tensor | None) -> Tensor | None:
             or not isinstance(q.base_dist, Normal) or q.reinterpreted_batch_ndims != 1
             or q.base_dist.loc.shape != log_precision.shape):
         return None
-    mu, s = q.base_dist.loc, q.base_dist.scale
+    return diagonal_gaussian_kl(q.base_dist.loc, q.base_dist.scale, log_precision)
+
+
+def diagonal_gaussian_kl(mu: Tensor, s: Tensor, log_precision: Tensor) -> Tensor:
+    """KL(N(mu, diag s^2) || N(0, diag A^{-1})) summed over the parameters, with log A given
+    per parameter (METHOD.md section 3)."""
     var = s * s
     return 0.5 * (log_precision.exp() * (var + mu * mu) - 1 - log_precision - var.log()).sum()
 

@@ -90,6 +90,13 @@ class MeanFieldGuide(nn.Module):
                                          validate_args=False)
         return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
 
+    def fused_weight_moments(self, log_gamma: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(loc, scale)`` of :meth:`fused_weight_distribution` when it is the diagonal Normal
+        (``None`` when the weights are coupled to the structure)."""
+        if self.couples_weights_to_structure:
+            return None
+        return self.loc, self.scale
+
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> None:
         log_gammas = self.structure.sample()
         pyro.sample(WEIGHT_SITE, self.weight_distribution(log_gammas))
