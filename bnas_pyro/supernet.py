@@ -220,6 +220,9 @@ class Supernet(nn.Module):
         self.register_buffer("_fused_index", torch.cat(fused_index) if fused_index
                              else torch.zeros(0, dtype=torch.long), persistent=False)
         self._fused_sizes = [m * (n_in + 1) for n_in, m in self._fused_shapes.values()]
+        # the same split into [W ...] and [b ...] of every node, as one split
+        self._fused_pieces = [size for n_in, m in self._fused_shapes.values()
+                              for size in (n_in * m, m)]
         self._has_generic = any(self._generic.values())
         #: per node, the edges its value depends on (for
         #: :func:`bnas_pyro.supernet_structures.forward_structures`)
@@ -266,7 +269,7 @@ class Supernet(nn.Module):
                              f"{', '.join(map(str, space.node_shape(space.input)))}), got weights "
                              f"{tuple(weights.shape)} and x {tuple(x.shape)}")
         pieces = weights.split(self._slot_sizes) if self._has_generic else ()
-        fused = (iter(weights.index_select(0, self._fused_index).split(self._fused_sizes))
+        fused = (iter(weights.index_select(0, self._fused_index).split(self._fused_pieces))
                  if self._fused_sizes else iter(()))
         mix = (iter(gamma.index_select(0, self._mix_index).split(self._mix_counts))
                if self._mix_counts else iter(()))
@@ -300,7 +303,7 @@ class Supernet(nn.Module):
             z = None
             if weight_slots:
                 n_in, rows = self._fused_shapes[node]
-                w, b = next(fused).split((n_in * rows, rows))
+                w, b = next(fused), next(fused)
                 z = torch.addmm(b.view(rows, 1), w.view(n_in, rows).t(), h)   # (rows, batch)
             # split, not slices: one backward node for all parts (a slice's backward fills a
             # zero tensor of the whole size)
@@ -315,7 +318,7 @@ class Supernet(nn.Module):
                         out = (out if act is None else act(out)).view(count, -1)
                     g_k = next(mix)
                     if len(block.target_nodes) == 1:   # one target: sum_i gamma_i out_i, a gemv
-                        piece = (g_k.sum(0, keepdim=True) if act == _IDENTITY else g_k).view(1, -1) @ out
+                        piece = (g_k.sum(0, keepdim=True) if act == _IDENTITY else g_k) @ out
                     else:                               # row i goes to target targets[i]
                         piece = g_k.view(-1, 1) * out
                         if not ordered:
