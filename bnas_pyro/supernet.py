@@ -207,13 +207,13 @@ class Supernet(nn.Module):
                                      target_nodes,
                                      [target_nodes.index(space.edges[p[2]].target) for p in order]))
             self._fused[node] = (blocks, weight_slots, bias_slots)
-            if weight_slots:   # where [W ...] (in x rows, row-major) then [b ...] sit in W
+            if weight_slots:   # where [W ...]^T (rows x in, row-major) then [b ...] sit in W
                 slots = [layout.slots[i] for i in weight_slots]
                 n_in = slots[0].shape[0]
                 columns = torch.cat([torch.arange(s.start, s.stop).view(s.shape) for s in slots], 1)
                 biases = torch.cat([torch.arange(layout.slots[i].start, layout.slots[i].stop)
                                     for i in bias_slots])
-                fused_index.append(torch.cat([columns.reshape(-1), biases]))
+                fused_index.append(torch.cat([columns.t().reshape(-1), biases]))
                 self._fused_shapes[node] = (n_in, columns.shape[1])
             self._kind_rows[node] = [b_ - a for block in blocks for _, a, b_ in block.kinds]
         # the fused weights of every node gathered by one index_select
@@ -271,8 +271,8 @@ class Supernet(nn.Module):
         pieces = weights.split(self._slot_sizes) if self._has_generic else ()
         fused = (iter(weights.index_select(0, self._fused_index).split(self._fused_pieces))
                  if self._fused_sizes else iter(()))
-        mix = (iter(gamma.index_select(0, self._mix_index).split(self._mix_counts))
-               if self._mix_counts else iter(()))
+        mix = (iter(gamma.index_select(0, self._mix_index).view(1, -1).split(self._mix_counts, 1))
+               if self._mix_counts else iter(()))   # rows (1, count)
         batch = x.shape[0]
         totals: dict[str, list[Tensor]] = {}
         values: dict[str, Tensor] = {}   # vector nodes feature-major (features, batch)
@@ -304,7 +304,7 @@ class Supernet(nn.Module):
             if weight_slots:
                 n_in, rows = self._fused_shapes[node]
                 w, b = next(fused), next(fused)
-                z = torch.addmm(b.view(rows, 1), w.view(n_in, rows).t(), h)   # (rows, batch)
+                z = torch.addmm(b.view(rows, 1), w.view(rows, n_in), h)   # (rows, batch)
             # split, not slices: one backward node for all parts (a slice's backward fills a
             # zero tensor of the whole size)
             z_parts = iter(() if z is None else z.split(self._kind_rows[node]))
@@ -318,7 +318,7 @@ class Supernet(nn.Module):
                         out = (out if act is None else act(out)).view(count, -1)
                     g_k = next(mix)
                     if len(block.target_nodes) == 1:   # one target: sum_i gamma_i out_i, a gemv
-                        piece = (g_k.sum(0, keepdim=True) if act == _IDENTITY else g_k) @ out
+                        piece = (g_k.sum(1, keepdim=True) if act == _IDENTITY else g_k) @ out
                     else:                               # row i goes to target targets[i]
                         piece = g_k.view(-1, 1) * out
                         if not ordered:

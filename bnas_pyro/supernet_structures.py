@@ -171,7 +171,7 @@ def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
     used = {layout.group_offsets[e] + l for e in range(choices.shape[1])
             for l in torch.unique(choices[:, e]).tolist()
             if not space.primitive_instances[e][l].is_zero}
-    # the node's slice of the supernet's fused index: [W columns (n_in x rows), b (rows)]
+    # the node's slice of the supernet's fused index: [W^T (rows x n_in), b (rows)]
     node_index, start = {}, 0
     for node, size in zip(supernet._fused_shapes, supernet._fused_sizes):
         node_index[node] = supernet._fused_index[start:start + size]
@@ -217,8 +217,8 @@ def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
             n_in, all_rows = supernet._fused_shapes[node]
             index = node_index[node]
             kept = torch.tensor(kept_rows, dtype=torch.long, device=index.device)
-            columns = index[:n_in * all_rows].view(n_in, all_rows).index_select(1, kept)
-            fused_index.append(torch.cat([columns.reshape(-1), index[n_in * all_rows:][kept]]))
+            matrix = index[:all_rows * n_in].view(all_rows, n_in).index_select(0, kept)
+            fused_index.append(torch.cat([matrix.reshape(-1), index[all_rows * n_in:][kept]]))
             plan.fused_shapes[node] = (n_in, len(kept_rows))
             plan.fused_sizes.append(fused_index[-1].numel())
     if fused_index:
@@ -346,11 +346,11 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
         if R == 1 and node in plan.linear_before_gather:
             n_in, rows = plan.fused_shapes[node]
             wb = next(fused)[0]
-            w_t, b = wb[:n_in * rows].view(n_in, rows).t(), wb[n_in * rows:]
+            w, b = wb[:rows * n_in].view(rows, n_in), wb[rows * n_in:]
             z = None
             for src, block, index in plan.gathers[node]:
                 bank = banks[(src, block)]                       # (bank rows, n_in, batch)
-                part = torch.bmm(w_t.expand(bank.shape[0], -1, -1), bank).index_select(0, index)
+                part = torch.bmm(w.expand(bank.shape[0], -1, -1), bank).index_select(0, index)
                 z = part if z is None else z + part
             z = z + b.view(1, rows, 1)                           # (contexts, rows, batch)
             _bank_outputs(supernet, plan, node, banks, z, None, z.shape[0], batch)
@@ -371,17 +371,16 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
         z = None
         if node in plan.fused_shapes:
             n_in, rows = plan.fused_shapes[node]
-            wb = next(fused)                                     # (R, n_in * rows + rows)
-            w, b = wb[:, :n_in * rows].view(R, n_in, rows), wb[:, n_in * rows:]
+            wb = next(fused)                                     # (R, rows * n_in + rows)
+            w, b = wb[:, :rows * n_in].view(R, rows, n_in), wb[:, rows * n_in:]
             if node == space.input:                              # one context per weight row
-                z = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), h.expand(R, -1, -1)) \
-                    if R > 1 else torch.addmm(b.view(rows, 1), w[0].t(), h[0]).unsqueeze(0)
+                z = torch.baddbmm(b.unsqueeze(-1), w, h.expand(R, -1, -1)) \
+                    if R > 1 else torch.addmm(b.view(rows, 1), w[0], h[0]).unsqueeze(0)
             elif R == 1:   # bmm on the expanded W: no copy (a broadcast matmul transposes h)
-                z = torch.bmm(w[0].t().expand(h.shape[0], -1, -1), h) + b.view(1, rows, 1)
+                z = torch.bmm(w[0].expand(h.shape[0], -1, -1), h) + b.view(1, rows, 1)
             else:
                 r = plan.context_rows[node]
-                z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1),
-                                  w.index_select(0, r).transpose(1, 2), h)
+                z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1), w.index_select(0, r), h)
         n_ctx = h.shape[0] if node != space.input else R
         h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
         _bank_outputs(supernet, plan, node, banks, z, h_rows, n_ctx, batch)
