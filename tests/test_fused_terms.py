@@ -22,7 +22,12 @@ from bnas_pyro.objectives import fused_terms, pyro_trace_terms, supports_fused_t
 TERMS = ("log_likelihood", "kl_weights", "kl_structure")
 
 
-def space(small: bool = False) -> SearchSpace:
+def space(small: "bool | str" = False) -> SearchSpace:
+    if small == "uniform":   # every edge offers three primitives: the Concrete rows are views
+        return SearchSpace({"x": 5, "h": 6, "y": 3},
+                           [("x", "h", ["linear", "tanh", "relu"]),
+                            ("h", "y", ["linear", "relu", "zero"]),
+                            ("x", "y", ["tanh", "linear", "zero"])])
     if small:   # full-rank guide: P^2 parameters
         return SearchSpace({"x": 3, "h": 4, "y": 3},
                            [("x", "h", ["linear", "tanh", "relu", "zero"]), ("h", "y", ["linear"]),
@@ -37,6 +42,8 @@ def space(small: bool = False) -> SearchSpace:
 CASES = {
     "mean_field": (False, False, lambda m, g, s: MeanFieldGuide(m, init_scale=0.1, generator=g,
                                                                 init_logits=s)),
+    "mean_field_uniform": ("uniform", False, lambda m, g, s: MeanFieldGuide(
+        m, init_scale=0.1, generator=g, init_logits=s)),
     "mean_field_coupled": (False, True, lambda m, g, s: MeanFieldGuide(
         m, init_scale=0.1, couple_to_structure=True, generator=g, init_logits=s)),
     "full_rank": (True, False, lambda m, g, s: FullRankGuide(m, init_scale=0.1, generator=g,
