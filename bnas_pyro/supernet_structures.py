@@ -327,7 +327,8 @@ def forward_structures(supernet: Supernet, x: Tensor, weights: Tensor,
     if weights.shape[0] < plan.num_rows:
         raise ValueError(f"the structures read weight rows up to {plan.num_rows - 1}; got "
                          f"{weights.shape[0]} rows")
-    weights = weights[:plan.num_rows]     # rows no structure reads are not computed
+    if weights.shape[0] > plan.num_rows:   # rows no structure reads are not computed
+        weights = weights[:plan.num_rows]
     if plan.fused:
         return _forward_fused(supernet, plan, x, weights)
     return _forward_generic(supernet, plan, x, weights)
@@ -338,15 +339,17 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
     space = supernet.space
     batch = x.shape[0]
     R = plan.num_rows
-    fused = (iter(weights.index_select(1, plan.fused_index).split(plan.fused_sizes, 1))
+    # every node's [W ...]^T and [b ...] as pieces of one split (split, not slices: a slice's
+    # backward fills a zero tensor of the whole size)
+    pieces = [size for n_in, rows in plan.fused_shapes.values() for size in (rows * n_in, rows)]
+    fused = (iter(weights.index_select(1, plan.fused_index).split(pieces, 1))
              if plan.fused_sizes else iter(()))
     banks: dict[tuple[str, int], Tensor] = {}
     out = None
     for node in space.order:
         if R == 1 and node in plan.linear_before_gather:
             n_in, rows = plan.fused_shapes[node]
-            wb = next(fused)[0]
-            w, b = wb[:rows * n_in].view(rows, n_in), wb[rows * n_in:]
+            w, b = next(fused).view(rows, n_in), next(fused)
             z = None
             for src, block, index in plan.gathers[node]:
                 bank = banks[(src, block)]                       # (bank rows, n_in, batch)
@@ -356,7 +359,8 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
             _bank_outputs(supernet, plan, node, banks, z, None, z.shape[0], batch)
             continue
         if node == space.input:
-            h = x.t().unsqueeze(0)                               # (1, in, batch)
+            x_t = x.t()
+            h = x_t.unsqueeze(0)                                 # (1, in, batch)
         else:
             h = None
             for src, block, index in plan.gathers[node]:
@@ -371,16 +375,19 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
         z = None
         if node in plan.fused_shapes:
             n_in, rows = plan.fused_shapes[node]
-            wb = next(fused)                                     # (R, rows * n_in + rows)
-            w, b = wb[:, :rows * n_in].view(R, rows, n_in), wb[:, rows * n_in:]
-            if node == space.input:                              # one context per weight row
-                z = torch.baddbmm(b.unsqueeze(-1), w, h.expand(R, -1, -1)) \
-                    if R > 1 else torch.addmm(b.view(rows, 1), w[0], h[0]).unsqueeze(0)
-            elif R == 1:   # bmm on the expanded W: no copy (a broadcast matmul transposes h)
-                z = torch.bmm(w[0].expand(h.shape[0], -1, -1), h) + b.view(1, rows, 1)
+            w, b = next(fused), next(fused)                      # (R, rows * n_in), (R, rows)
+            if R == 1:
+                w = w.view(rows, n_in)
+                if node == space.input:
+                    z = torch.addmm(b.view(rows, 1), w, x_t).unsqueeze(0)
+                else:   # bmm on the expanded W: no copy (a broadcast matmul transposes h)
+                    z = torch.bmm(w.expand(h.shape[0], -1, -1), h) + b.view(1, rows, 1)
+            elif node == space.input:                            # one context per weight row
+                z = torch.baddbmm(b.unsqueeze(-1), w.view(R, rows, n_in), h.expand(R, -1, -1))
             else:
                 r = plan.context_rows[node]
-                z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1), w.index_select(0, r), h)
+                z = torch.baddbmm(b.index_select(0, r).unsqueeze(-1),
+                                  w.view(R, rows, n_in).index_select(0, r), h)
         n_ctx = h.shape[0] if node != space.input else R
         h_rows = h.expand(n_ctx, -1, -1) if node == space.input else h
         _bank_outputs(supernet, plan, node, banks, z, h_rows, n_ctx, batch)
