@@ -420,19 +420,21 @@ class StructuredGuide(nn.Module):
         else:
             live = None
         if self.weights_family == "mean_field":
-            var = scale**2
+            var = scale * scale
         else:
             var = torch.cat([(self._tril(g, scale) ** 2).sum(-1)
                              for g in range(len(self._group_bounds))], -1)
-        logdet = 2 * scale.log()  # log det of a triangular factor: its diagonal
         if hyper.precision_level == "group":
             # A is constant within a group: sum the moments per group first, then
-            # 1/2 [A_g sum_i (Sigma_ii + mu_i^2) - n_g (1 + log A_g) - log det Sigma_g]
+            # 1/2 [A_g sum_i (Sigma_ii + mu_i^2) - n_g (1 + log A_g) - log det Sigma_g], with
+            # log det Sigma_g = 2 sum_i log s_i (a triangular factor's diagonal)
             log_a = hyper.log_precision.detach() if detach_prior else hyper.log_precision
-            sums = self._group_sums(torch.stack([var + loc**2, logdet], 0), live is not None)
+            moments = torch.stack([torch.addcmul(var, loc, loc), scale.log()], 0)
+            sums = self._group_sums(moments, live is not None)
             n = self._group_sizes.to(sums.dtype)
-            kls = 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a) - sums[1])
+            kls = 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a)) - sums[1]
             return kls if self._live is None else kls * self._live_groups.to(kls.dtype)
+        logdet = 2 * scale.log()
         log_a = hyper.log_precision_per_parameter()
         if live is not None:
             log_a = log_a.index_select(0, live)
@@ -472,8 +474,10 @@ class StructuredGuide(nn.Module):
         """log p(s_e = l | m) for every group (e, l), shape (num_groups,): the logits padded
         to one (edges x K_max) matrix, one log_softmax, the groups gathered back."""
         logits = self.model.hyper.structure_logits
-        padded = torch.cat([logits, logits.new_full((1,), -math.inf)])[self._prior_pad]
-        return torch.log_softmax(padded, -1).reshape(-1)[self._prior_unpad]
+        pad = self._prior_pad   # index_select, not indexing: its backward is an index_add
+        padded = torch.cat([logits, logits.new_full((1,), -math.inf)]).index_select(
+            0, pad.reshape(-1)).view(pad.shape)
+        return torch.log_softmax(padded, -1).reshape(-1).index_select(0, self._prior_unpad)
 
     def _prior_log_probs(self) -> list[Tensor]:
         return list(self._prior_group_log_probs().split(self.structure.edge_sizes))
@@ -481,7 +485,8 @@ class StructuredGuide(nn.Module):
     def _support_prior_log_probs(self) -> Tensor:
         """log p(s | m) for every structure of a joint q, shape (N,)."""
         groups = self.structure._support_groups
-        return self._prior_group_log_probs()[groups].sum(-1)
+        return self._prior_group_log_probs().index_select(0, groups.reshape(-1)).view(
+            groups.shape).sum(-1)
 
     def structure_kl(self, joint_log_probs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """KL(q(s) || p(s | m)), exact; ``joint_log_probs``: (log q(s), log p(s | m)) over a
