@@ -10,6 +10,7 @@ from torch.nn.functional import softplus
 
 from bnas_pyro.checks import check_positive
 from bnas_pyro.distributions import StructureScaledNormal
+from bnas_pyro.models.protocol import not_overridden
 from bnas_pyro.models.weight_priors import WEIGHT_SITE, log_gamma_per_parameter
 
 from .structure import ConcreteStructureGuide
@@ -92,8 +93,10 @@ class MeanFieldGuide(nn.Module):
 
     def fused_weight_moments(self, log_gamma: Tensor) -> tuple[Tensor, Tensor] | None:
         """``(loc, scale)`` of :meth:`fused_weight_distribution` when it is the diagonal Normal
-        (``None`` when the weights are coupled to the structure)."""
-        if self.couples_weights_to_structure:
+        (``None`` when the weights are coupled to the structure, or where a subclass gives its
+        own :meth:`fused_weight_distribution`)."""
+        if (self.couples_weights_to_structure
+                or not not_overridden(self, MeanFieldGuide, "fused_weight_distribution")):
             return None
         return self.loc, self.scale
 

@@ -167,6 +167,23 @@ def test_subclassed_guide_keeps_the_pyro_path():
     assert not supports_fused_terms(model, _MyGuide(model))
 
 
+def test_a_subclass_s_own_fast_weight_distribution_is_used():
+    """The moments shortcut of the mean-field guide stands in for its own q(W) only."""
+    class Wider(MeanFieldGuide):
+        def fused_weight_distribution(self, log_gamma):
+            return dist.Normal(self.loc, 2 * self.scale, validate_args=False).to_event(1)
+
+    model, _, x, y = build("mean_field", torch.float64)
+    guide = Wider(model, init_scale=0.1, generator=torch.Generator().manual_seed(5))
+    assert guide.fused_weight_moments(None) is None
+    log_a = model.hyper.log_precision_per_parameter()
+    prior = torch.distributions.Normal(torch.zeros_like(log_a), (-0.5 * log_a).exp())
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(guide.loc, 2 * guide.scale), prior).sum()
+    torch.testing.assert_close(fused_terms(model, guide, x, y, 100).kl_weights, expected,
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_inner_loop_fast_and_pyro_paths_take_the_same_steps(monkeypatch):
     """Ten InnerLoop steps give the same L values and parameters on either path."""
     import bnas_pyro.objectives as objectives
