@@ -79,7 +79,8 @@ class StructurePlan:
     device: torch.device = torch.device("cpu")
     #: fused plans: per source node the kept kinds of each block, [(block, [(act, count)])],
     #: the pre-activation rows of each kept non-identity kind, and (n_in, kept rows) of its
-    #: matmul; where the kept columns of W and b sit in the flat W (one index for all nodes)
+    #: matmul; where the kept rows of [W ...]^T and b sit in the flat W (one index for all
+    #: nodes), and the sizes that split that gather into each node's [W ...]^T and [b ...]
     node_blocks: dict[str, list] = field(default_factory=dict)
     kind_rows: dict[str, list[int]] = field(default_factory=dict)
     fused_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -220,7 +221,7 @@ def _plan_fused(supernet, plan, choices, context, first, rows) -> None:
             matrix = index[:all_rows * n_in].view(all_rows, n_in).index_select(0, kept)
             fused_index.append(torch.cat([matrix.reshape(-1), index[all_rows * n_in:][kept]]))
             plan.fused_shapes[node] = (n_in, len(kept_rows))
-            plan.fused_sizes.append(fused_index[-1].numel())
+            plan.fused_sizes += [len(kept_rows) * n_in, len(kept_rows)]   # [W ...]^T, [b ...]
     if fused_index:
         plan.fused_index = torch.cat(fused_index).cpu()
     input_context = torch.arange(plan.num_rows)
@@ -341,8 +342,7 @@ def _forward_fused(supernet: Supernet, plan: StructurePlan, x: Tensor, weights: 
     R = plan.num_rows
     # every node's [W ...]^T and [b ...] as pieces of one split (split, not slices: a slice's
     # backward fills a zero tensor of the whole size)
-    pieces = [size for n_in, rows in plan.fused_shapes.values() for size in (rows * n_in, rows)]
-    fused = (iter(weights.index_select(1, plan.fused_index).split(pieces, 1))
+    fused = (iter(weights.index_select(1, plan.fused_index).split(plan.fused_sizes, 1))
              if plan.fused_sizes else iter(()))
     banks: dict[tuple[str, int], Tensor] = {}
     out = None
