@@ -15,6 +15,9 @@ topological order (the first is the input, the last the output, a class-logit ve
   point weights (one flat vector), ``softmax(alpha)`` mixing, the same fused forward, the mean
   cross-entropy, ``backward`` and one Adam step on the weights and alpha.
 
+Both step with torch's fused Adam kernel where the installed torch has it for their device (as a
+skilled user would ask for), else with the plain Adam.
+
 Neither imports bnas-pyro: they are independent implementations of the same computation.
 """
 
@@ -28,6 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 AFFINE = ("linear", "tanh", "relu")
+
+
+def _adam(params, lr: float) -> torch.optim.Optimizer:
+    """Adam with ``fused=True``; torch refuses it when building the optimiser where it has no
+    fused kernel for the device (the CPU before torch 2.4), and the plain Adam is built then."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(params, lr=lr)
 _ACT = {"linear": None, "tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -134,7 +147,7 @@ class LeanBayesStep:
         self.p_logits = {k: torch.zeros(len(es), k, device=device, dtype=dtype) for k, es in c.by_k.items()}
         self.log_A = torch.zeros(c.num_groups, device=device, dtype=dtype)
         self.t = torch.tensor(float(temperature), device=device, dtype=dtype)
-        self.opt = torch.optim.Adam([self.mu, self.rho, *self.q_logits.values()], lr=lr)
+        self.opt = _adam([self.mu, self.rho, *self.q_logits.values()], lr=lr)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         c, t = self.cell, self.t
@@ -171,7 +184,7 @@ class LeanDartsStep:
         self.w = (torch.randn(c.num_parameters, generator=gen).to(device, dtype) * c.init_std).requires_grad_()
         self.alpha = {k: (1e-3 * torch.randn(len(es), k, generator=gen)).to(device, dtype).requires_grad_()
                       for k, es in c.by_k.items()}
-        self.opt = torch.optim.Adam([self.w, *self.alpha.values()], lr=lr)
+        self.opt = _adam([self.w, *self.alpha.values()], lr=lr)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         gammas = {}

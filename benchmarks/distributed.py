@@ -119,12 +119,13 @@ def worker(rank: int, world_size: int, port: int, variant: str, batches: list[in
         if variant == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
+            from bnas_pyro.optimisers import adam
             from bnas_pyro.search.data_parallel import ShardedSampler
 
             search.prepare(x, y)
             sampler = ShardedSampler(x, y, batch, torch.Generator().manual_seed(0), parallel)
             ddp = DistributedDataParallel(ShareLoss(search, world_size))
-            optimizer = torch.optim.Adam(search.guide.parameters(), lr=1e-3)
+            optimizer = adam(search.guide.parameters(), lr=1e-3)
 
             def run(n):
                 for _ in range(n):

@@ -7,7 +7,7 @@ evidence maximisation, optionally the model's hyperparameters h) and draws seede
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from pyro.infer.autoguide import AutoGuide
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from bnas_pyro.checks import check_data
 from bnas_pyro.coefficients import Coefficients
 from bnas_pyro.objectives import ScaledELBO
+from bnas_pyro.optimisers import adam
 
 
 class MinibatchSampler:
@@ -44,7 +45,8 @@ class MinibatchSampler:
             self._pos = 0
         idx = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return self.x[idx], (None if self.y is None else self.y[idx])
+        # index_select, not indexing: the same rows, several times faster on a CPU
+        return self.x.index_select(0, idx), (None if self.y is None else self.y.index_select(0, idx))
 
 
 def materialise_guide(guide, x: Tensor, y: Tensor | None, num_data: int | None) -> None:
@@ -93,7 +95,7 @@ class InnerLoop:
     train_hyperparameters: bool = False
     num_particles: int = 1
     hyper_lr: float | None = None
-    optimizer_factory: type = torch.optim.Adam
+    optimizer_factory: Callable[[list[dict]], torch.optim.Optimizer] = adam
     history: list[float] = field(default_factory=list)
 
     def __post_init__(self):

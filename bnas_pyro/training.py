@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bnas_pyro.inference import MinibatchSampler
+from bnas_pyro.optimisers import adam
 from bnas_pyro.models.likelihoods import categorical_log_prob
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.supernet import Supernet
@@ -139,7 +140,7 @@ def train_network(net: nn.Module, x: Tensor, y: Tensor, task: str, *, epochs: in
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         return []
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = adam(params, lr=lr, weight_decay=weight_decay)
     sampler = MinibatchSampler(x, y, batch_size, torch.Generator().manual_seed(seed))
     steps = max(1, math.ceil(sampler.num_data / sampler.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))

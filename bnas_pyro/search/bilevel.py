@@ -38,6 +38,7 @@ from bnas_pyro.inference import (MinibatchSampler, materialise_guide, sync_guide
                                  wrap_for_guide)
 from bnas_pyro.modes import Mode, ScheduleLike, as_schedule
 from bnas_pyro.objectives import ElboTerms, guide_terms
+from bnas_pyro.optimisers import adam
 from bnas_pyro.random_state import RandomState
 from bnas_pyro.structure_targets import StructureTarget, check_targets, comb_kl
 
@@ -51,7 +52,8 @@ from .data_parallel import (Shard, ShardedSampler, averaging, check_data_paralle
 LRSchedule = Union[Callable[[int, int], float], Callable[[torch.optim.Optimizer], Any]]
 Callback = Callable[["BilevelSearch", OuterRecord], "Mapping[str, Any] | None"]
 
-_OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: the inner and hyper optimisers by name (Adam fused where torch has the kernel)
+_OPTIMISERS = {"adam": adam, "sgd": torch.optim.SGD}
 
 
 class BilevelSearch:

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bnas_pyro.inference import MinibatchSampler
+from bnas_pyro.optimisers import adam
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.training import PointSupernet, task_loss
 
@@ -94,8 +95,8 @@ class DartsSearch:
         gen = torch.Generator().manual_seed(self.seed)
         net = PointSupernet(self.space, generator=gen).to(x)
         loss_fn = task_loss(self.task)
-        w_opt = torch.optim.Adam(net.weight_parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
+        w_opt = adam(net.weight_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        a_opt = adam(net.arch_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
                                  weight_decay=self.arch_weight_decay)
         train = MinibatchSampler(x, y, self.batch_size, torch.Generator().manual_seed(self.seed))
         val = MinibatchSampler(x_val, y_val, self.batch_size,
