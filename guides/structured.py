@@ -103,6 +103,29 @@ _KEPT_PLANS = 32
 _MIXTURE_ROWS = 1 << 17
 
 
+def _equal_size_stretches(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], Tensor | None]:
+    """The groups of sizes ``sizes``, laid one after the other, as stretches of equal-sized
+    neighbours: ([(count, size), ...] in memory order, skipping empty groups; for every group
+    the index of its sum among the stretches' sums followed by one 0 for the empty groups, or
+    ``None`` where there is no empty group, so that the sums already are in group order)."""
+    runs: list[list[int]] = []
+    slots: list[int | None] = []
+    for n in sizes:
+        if n == 0:
+            slots.append(None)
+            continue
+        if runs and runs[-1][1] == n:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, n])
+        slots.append(sum(c for c, _ in runs) - 1)
+    total = sum(c for c, _ in runs)
+    if all(slot is not None for slot in slots) and runs:
+        return [tuple(r) for r in runs], None
+    order = torch.tensor([total if slot is None else slot for slot in slots], dtype=torch.long)
+    return [tuple(r) for r in runs], order
+
+
 class DiscreteStructure(nn.Module):
     """q(s): a categorical over the enumerated structures (``joint``) or one per edge.
 
@@ -295,6 +318,14 @@ class StructuredGuide(nn.Module):
         self._split_sizes = {False: list(sizes),
                              True: [n if alive else 0
                                     for n, alive in zip(sizes, live_groups.tolist())]}
+        # for _group_sums: the stretches of equal-sized groups, and where each group's sum lands
+        self._sum_runs = {}
+        for flag, split in self._split_sizes.items():
+            runs, order = _equal_size_stretches(split)
+            name = None if order is None else f"_sum_order_{int(flag)}"
+            if name is not None:
+                self.register_buffer(name, order.to(self.loc.device), persistent=False)
+            self._sum_runs[flag] = (runs, name)
         self.register_buffer("_live_groups", live_groups.to(self.loc.device), persistent=False)
         self.register_buffer("_live", None if bool(live_groups.all())
                              else scalars.to(self.loc.device), persistent=False)
@@ -310,6 +341,9 @@ class StructuredGuide(nn.Module):
                               dtype=self.loc.dtype, device=self.loc.device)
             mask.scatter_(1, self._groups_of(self.structure.choices), 0.0)
             self.register_buffer("_support_log_mask", mask, persistent=False)
+            # the same as 1 / 0: P_q(g in s) = q @ membership, one product
+            self.register_buffer("_support_membership", (mask == 0).to(mask.dtype),
+                                 persistent=False)
         # the structure logits as an (edges x K_max) matrix, padding at index num_groups
         sizes_e, k_max = self.structure.edge_sizes, max(self.structure.edge_sizes)
         pad = torch.full((len(sizes_e), k_max), layout.num_groups, dtype=torch.long)
@@ -318,6 +352,10 @@ class StructuredGuide(nn.Module):
         unpad = torch.cat([torch.arange(k) + e * k_max for e, k in enumerate(sizes_e)])
         self.register_buffer("_prior_pad", pad.to(self.loc.device), persistent=False)
         self.register_buffer("_prior_unpad", unpad.to(self.loc.device), persistent=False)
+        if self.structure.joint:   # where each edge's choice of each structure sits in the matrix
+            self.register_buffer("_support_prior_index",
+                                 unpad[self.structure._support_groups.cpu()].to(self.loc.device),
+                                 persistent=False)
 
     @staticmethod
     def _steps_of(value: float, total_steps: int | None) -> int:
@@ -445,14 +483,25 @@ class StructuredGuide(nn.Module):
         return kls if self._live is None else kls * self._live_groups.to(kls.dtype)
 
     def _group_sums(self, values: Tensor, live: bool) -> Tensor:
-        """Per-group sums over the last dimension of ``values`` (every scalar, or the live ones):
-        the groups are contiguous runs of the flat W, so a split and one sum per group where the
-        groups are few (an ``index_add`` along the last dimension is five times slower on a CPU;
-        ``segment_reduce`` has no second derivative, which the greedy and unrolled
-        hypergradients take), else the ``index_add``."""
+        """Per-group sums over the last dimension of ``values`` (every scalar, or the live ones).
+
+        The groups are contiguous runs of the flat W, and neighbours often have one size (the
+        primitives of one edge; an empty group takes no room): each stretch of c groups of n
+        scalars is viewed as (c, n) and summed at once, the sums then put in group order (0 for
+        the empty groups) by one index_select.  That is a few autograd nodes where one sum per
+        group would be three per group.  With many stretches, one ``index_add`` (five times
+        slower on a CPU than the sums; ``segment_reduce`` has no second derivative, which the
+        greedy and unrolled hypergradients take)."""
+        runs, order = self._sum_runs[live]
+        if len(runs) <= _SPLIT_GROUPS:
+            lead = values.shape[:-1]
+            parts = values.split([c * n for c, n in runs], -1) if len(runs) > 1 else [values]
+            sums = [part.reshape(*lead, c, n).sum(-1) for part, (c, n) in zip(parts, runs)]
+            if order is None:   # every group holds scalars, in order: nothing to place
+                return sums[0] if len(sums) == 1 else torch.cat(sums, -1)
+            sums.append(values.new_zeros(*lead, 1))   # what the empty groups read
+            return torch.cat(sums, -1).index_select(-1, getattr(self, order))
         sizes = self._split_sizes[live]
-        if len(sizes) <= _SPLIT_GROUPS:
-            return torch.stack([part.sum(-1) for part in values.split(sizes, -1)], -1)
         index = self.model.supernet.group_index
         if live:
             index = index.index_select(0, self._live)
@@ -470,23 +519,28 @@ class StructuredGuide(nn.Module):
         return kls[rows].gather(1, groups).sum(-1)
 
     # ------------------------------------------------------------------ q(s)
-    def _prior_group_log_probs(self) -> Tensor:
-        """log p(s_e = l | m) for every group (e, l), shape (num_groups,): the logits padded
-        to one (edges x K_max) matrix, one log_softmax, the groups gathered back."""
+    def _prior_padded_log_probs(self) -> Tensor:
+        """log p(s_e = l | m) as one flat (edges x K_max) matrix (-inf in the padding): the
+        logits padded, one log_softmax."""
         logits = self.model.hyper.structure_logits
         pad = self._prior_pad   # index_select, not indexing: its backward is an index_add
         padded = torch.cat([logits, logits.new_full((1,), -math.inf)]).index_select(
             0, pad.reshape(-1)).view(pad.shape)
-        return torch.log_softmax(padded, -1).reshape(-1).index_select(0, self._prior_unpad)
+        return torch.log_softmax(padded, -1).reshape(-1)
+
+    def _prior_group_log_probs(self) -> Tensor:
+        """log p(s_e = l | m) for every group (e, l), shape (num_groups,)."""
+        return self._prior_padded_log_probs().index_select(0, self._prior_unpad)
 
     def _prior_log_probs(self) -> list[Tensor]:
         return list(self._prior_group_log_probs().split(self.structure.edge_sizes))
 
     def _support_prior_log_probs(self) -> Tensor:
-        """log p(s | m) for every structure of a joint q, shape (N,)."""
-        groups = self.structure._support_groups
-        return self._prior_group_log_probs().index_select(0, groups.reshape(-1)).view(
-            groups.shape).sum(-1)
+        """log p(s | m) for every structure of a joint q, shape (N,): its edges' choices read
+        straight from the padded matrix (one gather)."""
+        index = self._support_prior_index
+        return self._prior_padded_log_probs().index_select(0, index.reshape(-1)).view(
+            index.shape).sum(-1)
 
     def structure_kl(self, joint_log_probs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """KL(q(s) || p(s | m)), exact; ``joint_log_probs``: (log q(s), log p(s | m)) over a
@@ -502,8 +556,13 @@ class StructuredGuide(nn.Module):
             total = total + (log_q.exp() * (log_q - lp)).sum()
         return total
 
-    def group_probabilities(self) -> Tensor:
-        """P_q(g in s) for every group, shape (num_groups,)."""
+    def group_probabilities(self, q: Tensor | None = None) -> Tensor:
+        """P_q(g in s) for every group, shape (num_groups,); for a joint q
+        sum_s q(s) [g in s], one product with the support's membership matrix (``q``: q(s) over
+        the support where the caller has it already)."""
+        if self.joint:
+            q = self.structure_probabilities() if q is None else q
+            return q @ self._support_membership
         return torch.cat(self.structure.probabilities())
 
     def structure_probabilities(self) -> Tensor:
@@ -515,18 +574,18 @@ class StructuredGuide(nn.Module):
         """The group g = (e, s_e) of every edge of every structure, shape (S, E)."""
         return choices + self._offsets.to(choices.device)
 
-    def _structures_to_evaluate(self) -> tuple[Tensor, Tensor, Tensor]:
+    def _structures_to_evaluate(self, log_q: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(choices (S, E), value weights (S,), gradient weights (S, num_groups)): the structures
         whose likelihood enters this draw, the weight of each in the estimate of
         E_q log p(y | W, s), and the weight of each in the (preconditioned) gradient of each q_g:
         q(s | g in s) for a joint q; for a factorised q, row (e, l) carries group (e, l) with weight
         1 (s_{-e} ~ q is a draw of q(s | s_e = l)) and the single-primitive groups with its value
-        weight."""
+        weight.  ``log_q``: a joint q's log q(s) where the caller has it already."""
         num_groups = self.model.layout.num_groups
         sizes = self.structure.edge_sizes
         single = [self._group_offsets[e] for e, k in enumerate(sizes) if k == 1]
         if self.joint:
-            log_q = self.structure.log_probs()
+            log_q = self.structure.log_probs() if log_q is None else log_q
             with torch.no_grad():
                 # log q(s) on the groups of s, -inf off them; log P(g) = logsumexp over the
                 # structures containing g (made finite where none does: its weights are then 0)
@@ -656,7 +715,9 @@ class StructuredGuide(nn.Module):
         local expectations for a factorised one), sum_g P_q(g in s) KL_g and KL(q(s) || p(s))."""
         if y is None:
             raise ValueError("StructuredGuide.objective_terms needs the targets y")
-        choices, w, grad_w = self._structures_to_evaluate()
+        log_q = self.structure.log_probs() if self.joint else None
+        choices, w, grad_w = self._structures_to_evaluate(log_q)
+        q_support = w   # a joint q's q(s) (before the floor below)
         scale = self.scale
         weights = self.sample_weights(scale)
         rows = None
@@ -672,7 +733,7 @@ class StructuredGuide(nn.Module):
                 if self.per_structure:
                     per = (1.0 / w.detach())[:, None]
                 elif self.joint:
-                    per = (grad_w / w.detach()[:, None]).amax(0)[index]
+                    per = (grad_w / w.detach()[:, None]).amax(0).index_select(0, index)
                 else:
                     rows, scales = self._factorised_scales(choices, grad_w / w.detach()[:, None])
                     per = scales[:, index]
@@ -682,7 +743,7 @@ class StructuredGuide(nn.Module):
         self._batch_rows = int(x.shape[0])
         kls = self.group_kls(scale=scale)
         # log q(s) and log p(s | m) over a joint support, shared by the natural gradient and the KL
-        logs = (self.structure.log_probs(), self._support_prior_log_probs()) if self.joint else None
+        logs = (log_q, self._support_prior_log_probs()) if self.joint else None
         if torch.is_grad_enabled():   # averaged over the draws of one step (num_particles)
             r = self._natural_gradient(choices, ll.detach(), kls.detach(), logs)
             self._natural = r if self._natural is None else self._natural + r
@@ -698,10 +759,10 @@ class StructuredGuide(nn.Module):
                                                 self._all_rows(choices))
                 kl_w = kl_w + ((1 - q.detach()) * (own - own.detach())).sum()
         elif self.precondition:
-            p_group = self.group_probabilities()
+            p_group = self.group_probabilities(q_support if self.joint else None)
             kl_w = (p_group * kls.detach()).sum() + (kls - kls.detach()).sum()
         else:
-            kl_w = (self.group_probabilities() * kls).sum()
+            kl_w = (self.group_probabilities(q_support if self.joint else None) * kls).sum()
         return ElboTerms((w * ll).sum(), kl_w, self.structure_kl(logs))
 
     def _factorised_scales(self, choices: Tensor, per: Tensor) -> tuple[Tensor, Tensor]:
