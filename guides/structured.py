@@ -104,10 +104,13 @@ _MIXTURE_ROWS = 1 << 17
 
 
 def _equal_size_stretches(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], Tensor | None]:
-    """The groups of sizes ``sizes``, laid one after the other, as stretches of equal-sized
-    neighbours: ([(count, size), ...] in memory order, skipping empty groups; for every group
-    the index of its sum among the stretches' sums followed by one 0 for the empty groups, or
-    ``None`` where there is no empty group, so that the sums already are in group order)."""
+    """Groups of sizes ``sizes``, laid one after the other, as stretches of equal-sized
+    neighbours (an empty group takes no room, so it does not break a stretch).
+
+    Returns ([(count, size), ...] in memory order, ``order``): ``order[g]`` is where group g's
+    sum sits in the stretches' sums laid end to end and followed by one 0, which every empty
+    group reads; ``None`` when no group is empty (the sums are then in group order already).
+    """
     runs: list[list[int]] = []
     slots: list[int | None] = []
     for n in sizes:
@@ -341,7 +344,7 @@ class StructuredGuide(nn.Module):
                               dtype=self.loc.dtype, device=self.loc.device)
             mask.scatter_(1, self._groups_of(self.structure.choices), 0.0)
             self.register_buffer("_support_log_mask", mask, persistent=False)
-            # the same as 1 / 0: P_q(g in s) = q @ membership, one product
+            # (N, num_groups): 1 where structure s uses group g, else 0 (P_q(g in s) = q @ it)
             self.register_buffer("_support_membership", (mask == 0).to(mask.dtype),
                                  persistent=False)
         # the structure logits as an (edges x K_max) matrix, padding at index num_groups
