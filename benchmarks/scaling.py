@@ -5,10 +5,12 @@ Cells of N = 2..8 intermediate nodes h1..hN between an input x and an output y, 
 carrying linear, tanh, relu, identity and zero (5 (N (N + 1) / 2 + 1) pairs); a Categorical
 likelihood over ``--width`` classes.  For every cell, in one process and interleaved
 (``benchmarks/timing.py``): the bnas-pyro ``InnerLoop.step`` with ``MeanFieldGuide`` and the
-lean hand-written Bayesian step of ``benchmarks/baselines.py``.  Prints per cell the step
-times, ``ratio bnas/lean`` (target <= 1.2 at every size) and the bytes autograd saves for the
-backward pass (the step's activation memory) of both; then the least-squares line of bnas time
-against the number of pairs with its R^2 (target >= 0.98), and the process's peak memory.
+lean hand-written Bayesian step of ``benchmarks/baselines.py``; all cells take part in the same
+interleaved rounds, so that a drift of the machine's speed during the run does not bend the
+line.  Prints per cell the step times, ``ratio bnas/lean`` (target <= 1.2 at every size) and
+the bytes autograd saves for the backward pass (the step's activation memory) of both; then the
+least-squares line of bnas time against the number of pairs with its R^2 (target >= 0.98), and
+the process's peak memory.
 
     python benchmarks/scaling.py
     python benchmarks/scaling.py --device cuda
@@ -77,24 +79,31 @@ def main() -> None:
           f"{args.dtype}, {args.threads} thread(s), clock {args.clock}")
     print(f"{'nodes':>5} {'edges':>5} {'pairs':>5} {'weights':>8} {'bnas ms':>8} {'lean ms':>8} "
           f"{'ratio bnas/lean':>16} {'saved MiB bnas/lean':>20}")
-    pairs, times, worst = [], [], 0.0
+    # every cell built first and all timed in one interleaved run, so that a drift of the
+    # machine's speed over the run hits every cell alike (the straight line compares cells)
+    cells, steps = [], {}
     for n in [int(v) for v in args.nodes.split(",")]:
         sizes, edges = cell(n, args.width)
         space = SearchSpace(sizes, edges, input="x", output="y")
         ours, ours_loss = bnas_step(space, device, dtype, NUM_DATA)
         lean = LeanBayesStep(sizes, edges, NUM_DATA, device=device, dtype=dtype)
-        t = interleaved({"bnas": lambda: ours(x, y), "lean": lambda: lean.step(x, y)}, device,
-                        rounds=args.rounds, block=args.block, warmup=args.warmup, clock=args.clock)
-        r = ratio(t, "bnas", "lean")
+        cells.append((n, edges, ours_loss, lean))
+        steps[f"bnas {n}"] = (lambda ours=ours: ours(x, y))
+        steps[f"lean {n}"] = (lambda lean=lean: lean.step(x, y))
+    t = interleaved(steps, device, rounds=args.rounds, block=args.block, warmup=args.warmup,
+                    clock=args.clock)
+    pairs, times, worst = [], [], 0.0
+    for n, edges, ours_loss, lean in cells:
+        r = ratio(t, f"bnas {n}", f"lean {n}")
         worst = max(worst, r)
         s_b = saved_for_backward(lambda: ours_loss(x, y))
         s_l = saved_for_backward(lambda: lean.loss(x, y))
         k = len(edges) * len(PRIMS)
         pairs.append(k)
-        times.append(median(t["bnas"]))
+        times.append(median(t[f"bnas {n}"]))
         print(f"{n:>5} {len(edges):>5} {k:>5} {lean.cell.num_parameters:>8} "
-              f"{median(t['bnas']) * 1e3:>8.3f} {median(t['lean']) * 1e3:>8.3f} {r:>16.2f} "
-              f"{s_b / 2**20:>10.2f}/{s_l / 2**20:.2f}")
+              f"{median(t[f'bnas {n}']) * 1e3:>8.3f} {median(t[f'lean {n}']) * 1e3:>8.3f} "
+              f"{r:>16.2f} {s_b / 2**20:>10.2f}/{s_l / 2**20:.2f}")
     slope, intercept, r2 = fit_line(pairs, times)
     print(f"least squares: bnas step = {intercept * 1e3:.3f} ms + {slope * 1e6:.2f} us x pairs, "
           f"R^2 = {r2:.4f} (target >= {TARGET_R2}): {'OK' if r2 >= TARGET_R2 else 'BELOW TARGET'}")
