@@ -61,9 +61,11 @@ class JointStrategy(HypergradientStrategy):
                 p.grad = -g
             search.inner_optimizer.step()
             search.apply_hypergradient(g_hyper)
+            if step < last:   # L and Q of the last draw only: no copy to the host before it
+                continue
             detached = terms.detach()
             L = float(detached.inner(c))
-            if step == last and not search.validation:
+            if not search.validation:
                 if not hyper_values:
                     with torch.no_grad():
                         hyper_values.append(search.hyper_terms())

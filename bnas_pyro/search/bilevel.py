@@ -337,14 +337,14 @@ class BilevelSearch:
         """``num_steps`` optimiser steps on theta at fixed h; returns the last L."""
         if self.parallel is not None:   # one all-reduce per step
             return sharded_inner_steps(self, num_steps)
-        L = float("nan")
+        last = None   # read once, after the loop: no copy to the host per step
         for _ in range(num_steps):
             self.inner_optimizer.zero_grad(set_to_none=True)
             objective = self.inner_objective()
             (-objective).backward()
             self.inner_optimizer.step()
-            L = float(objective.detach())
-        return L
+            last = objective.detach()
+        return float("nan") if last is None else float(last)
 
     def apply_hypergradient(self, grads: Sequence[Tensor | None]) -> None:
         """One optimiser step on h along ``grads`` = dQ/dh (ascent)."""

@@ -94,7 +94,7 @@ def sharded_inner_steps(search, num_steps: int) -> float:
     optimizer = search.inner_optimizer
     base = optimizer.base if isinstance(optimizer, GradientAveragingOptimizer) else optimizer
     params = [p for group in base.param_groups for p in group["params"] if p.requires_grad]
-    L = float("nan")
+    last = None   # read once, after the loop: no copy to the host per step
     for _ in range(num_steps):
         base.zero_grad(set_to_none=True)
         share = search.inner_objective(None, search.sampler.next_shard(summed=False))
@@ -104,8 +104,8 @@ def sharded_inner_steps(search, num_steps: int) -> float:
         for p, g in zip(params, averaged):
             p.grad = g
         base.step()
-        L = float(averaged[-1])
-    return L
+        last = averaged[-1]
+    return float("nan") if last is None else float(last)
 
 
 def check_data_parallel(strategy, guide, batch_size: int | None, parallel: DataParallel) -> None:
