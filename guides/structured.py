@@ -325,8 +325,9 @@ class StructuredGuide(nn.Module):
         for n in sizes:
             starts.append(starts[-1] + n)
         self._group_bounds = [(a, b) for a, b in zip(starts[:-1], starts[1:])]
-        self.register_buffer("_group_sizes", torch.tensor(sizes, dtype=self.loc.dtype,
-                                                          device=self.loc.device),
+        # -n_g / 2 of every group, for the KL's constant and log-precision terms
+        self.register_buffer("_neg_half_sizes", torch.tensor(sizes, dtype=self.loc.dtype,
+                                                             device=self.loc.device) * -0.5,
                              persistent=False)
         # the groups some structure of a joint q's support uses (the others follow the prior)
         live_groups = torch.ones(layout.num_groups, dtype=torch.bool)
@@ -489,8 +490,10 @@ class StructuredGuide(nn.Module):
             log_a = hyper.log_precision.detach() if detach_prior else hyper.log_precision
             moments = torch.stack([torch.addcmul(var, loc, loc), scale.log()], 0)
             sums = self._group_sums(moments, live is not None)
-            n = self._group_sizes.to(sums.dtype)
-            kls = 0.5 * (log_a.exp() * sums[0] - n * (1 + log_a)) - sums[1]
+            neg_half_n = self._neg_half_sizes.to(sums.dtype)
+            # as two addcmuls: -(sum_i log s_i + n_g/2 (1 + log A_g)), then + 1/2 A_g sum_i (...)
+            rest = torch.addcmul(neg_half_n - sums[1], neg_half_n, log_a)
+            kls = torch.addcmul(rest, log_a.exp(), sums[0], value=0.5)
             return kls if self._live is None else kls * self._live_groups.to(kls.dtype)
         logdet = 2 * scale.log()
         log_a = hyper.log_precision_per_parameter()
@@ -562,13 +565,14 @@ class StructuredGuide(nn.Module):
         return self._prior_padded_log_probs().index_select(0, index.reshape(-1)).view(
             index.shape).sum(-1)
 
-    def structure_kl(self, joint_log_probs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def structure_kl(self, joint_log_probs: tuple[Tensor, Tensor] | None = None,
+                     q: Tensor | None = None) -> Tensor:
         """KL(q(s) || p(s | m)), exact; ``joint_log_probs``: (log q(s), log p(s | m)) over a
-        joint q's support where the caller has them already."""
+        joint q's support, and ``q``: q(s) there, where the caller has them already."""
         if self.joint:
             log_q, log_p = joint_log_probs or (self.structure.log_probs(),
                                                self._support_prior_log_probs())
-            return (log_q.exp() * (log_q - log_p)).sum()
+            return torch.dot(log_q.exp() if q is None else q, log_q - log_p)
         prior = self._prior_log_probs()
         total = self.loc.new_zeros(())
         for e, lp in enumerate(prior):
@@ -788,7 +792,8 @@ class StructuredGuide(nn.Module):
             kl_w = (p_group * kls.detach()).sum() + (kls - kls.detach()).sum()
         else:
             kl_w = (self.group_probabilities(q_support if self.joint else None) * kls).sum()
-        return ElboTerms((w * ll).sum(), kl_w, self.structure_kl(logs))
+        return ElboTerms((w * ll).sum(), kl_w,
+                         self.structure_kl(logs, q_support if self.joint else None))
 
     def _factorised_scales(self, choices: Tensor, per: Tensor) -> tuple[Tensor, Tensor]:
         """The rows (e, l) of a factorised draw share one gradient-scale vector per edge e
@@ -822,8 +827,14 @@ class StructuredGuide(nn.Module):
         if self.joint:
             log_q, log_p = joint_log_probs or (self.structure.log_probs(),
                                                self._support_prior_log_probs())
-            kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
-            return (ll - c * kl_s) / t - c * (log_q - log_p)
+            if kls.dim() == 1 and choices is self.structure.choices:   # one product
+                kl_s = self._support_membership @ kls
+            else:
+                kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
+            # the multiplications by 1 left out (c_reg and t are 1 in evidence mode)
+            data = ll - kl_s if c == 1.0 else ll - c * kl_s
+            data = data if t == 1.0 else data / t
+            return data - (log_q - log_p) if c == 1.0 else data - c * (log_q - log_p)
         prior = self._prior_log_probs()
         out = []
         row = 0
