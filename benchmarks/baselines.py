@@ -41,6 +41,8 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except RuntimeError:
         return torch.optim.Adam(params, lr=lr)
+
+
 _ACT = {"linear": None, "tanh": torch.tanh, "relu": torch.relu}
 
 

@@ -135,12 +135,16 @@ def _equal_size_stretches(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], 
 
 
 def _passes(rows: int, structures: int, device: torch.device,
-            most: int) -> list[tuple[int, int]]:
+            most: int | None = None) -> list[tuple[int, int]]:
     """The row ranges [a, b) of the forward passes over ``rows`` rows of ``structures``
-    structures: at most ``most`` structures x rows each (which bounds the activations' memory),
-    on a CPU also at most :data:`_CACHE_ROWS` (which keeps them in the cache), and of nearly
-    equal sizes; one empty range for no rows."""
-    limit = min(most, _CACHE_ROWS) if device.type == "cpu" else most
+    structures: at most ``most`` structures x rows each (which bounds the activations' memory;
+    ``None``: no bound), on a CPU also at most :data:`_CACHE_ROWS` (which keeps them in the
+    cache), and of nearly equal sizes; one empty range for no rows."""
+    limit = most
+    if device.type == "cpu":
+        limit = _CACHE_ROWS if most is None else min(most, _CACHE_ROWS)
+    if limit is None:
+        return [(0, rows)]
     per_pass = max(1, limit // max(structures, 1))
     count = max(1, -(-rows // per_pass))
     bounds = [rows * i // count for i in range(count + 1)]
@@ -660,7 +664,7 @@ class StructuredGuide(nn.Module):
         model = self.model
         rows = x.shape[0]
         ll = None
-        for a, b in _passes(rows, choices.shape[0], x.device, _CACHE_ROWS):  # sums over rows
+        for a, b in _passes(rows, choices.shape[0], x.device):   # the sums over rows add up
             f = self._outputs(x[a:b], weights, choices, weight_rows)
             part = model.likelihood.structure_log_probs(model, f, y[a:b])
             ll = part if ll is None else ll + part

@@ -27,8 +27,12 @@ def test_passes_cover_the_rows_in_order_each_within_the_budget(rows, structures,
         assert len(passes) == -(-rows // max(1, limit // structures))
     else:
         assert passes == [(0, 0)]
-    # off a CPU only the memory bound counts
-    assert len(structured._passes(rows, structures, torch.device("meta"), 1 << 40)) == 1
+    # off a CPU only the memory bound counts, and without one there is one pass
+    meta = torch.device("meta")
+    assert len(structured._passes(rows, structures, meta, 1 << 40)) == 1
+    assert structured._passes(rows, structures, meta) == [(0, rows)]
+    assert len(structured._passes(rows, structures, meta, most)) == (
+        -(-rows // max(1, most // structures)) if rows else 1)
 
 
 def _guide(per_structure: bool):

@@ -97,7 +97,7 @@ class DartsSearch:
         loss_fn = task_loss(self.task)
         w_opt = adam(net.weight_parameters(), lr=self.lr, weight_decay=self.weight_decay)
         a_opt = adam(net.arch_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
-                                 weight_decay=self.arch_weight_decay)
+                     weight_decay=self.arch_weight_decay)
         train = MinibatchSampler(x, y, self.batch_size, torch.Generator().manual_seed(self.seed))
         val = MinibatchSampler(x_val, y_val, self.batch_size,
                                torch.Generator().manual_seed(self.seed + 1))
