@@ -14,7 +14,10 @@ Three steps on the same supernet and the same batch, timed interleaved in one pr
 
 For every thread count and batch size it prints the per-step times (median over rounds), the
 ratios ``bnas/lean`` (target <= 1.15, first bar 1.3) and ``bnas/darts`` (about 1.7 at most), and
-the bytes autograd saves for the backward pass of each step.
+the bytes autograd saves for the backward pass of each step.  31 rounds by default: the verdict
+takes the worst of six medians, and with 9 rounds the noise of a shared machine alone moved that
+worst ratio by 0.1 from run to run (1.19, 1.21, 1.13 for the same code, 1.11 and 1.10 with 41
+rounds).
 
     python benchmarks/step_overhead.py
     python benchmarks/step_overhead.py --device cuda
@@ -81,7 +84,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--batches", default="32,256,1024")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--block", type=int, default=10, help="steps per timed block")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None,
