@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bnas_pyro.inference import MinibatchSampler
-from bnas_pyro.optimisers import adam
 from bnas_pyro.models.likelihoods import categorical_log_prob
+from bnas_pyro.optimisers import adam
 from bnas_pyro.search_space import SearchSpace
 from bnas_pyro.supernet import Supernet
 

@@ -118,6 +118,7 @@ def _equal_size_stretches(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], 
     """
     runs: list[list[int]] = []
     slots: list[int | None] = []
+    total = 0   # the non-empty groups so far: the next one's slot
     for n in sizes:
         if n == 0:
             slots.append(None)
@@ -126,8 +127,8 @@ def _equal_size_stretches(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], 
             runs[-1][0] += 1
         else:
             runs.append([1, n])
-        slots.append(sum(c for c, _ in runs) - 1)
-    total = sum(c for c, _ in runs)
+        slots.append(total)
+        total += 1
     if all(slot is not None for slot in slots) and runs:
         return [tuple(r) for r in runs], None
     order = torch.tensor([total if slot is None else slot for slot in slots], dtype=torch.long)
@@ -538,7 +539,10 @@ class StructuredGuide(nn.Module):
     def structure_weight_kls(self, kls: Tensor, choices: Tensor,
                              rows: Tensor | None = None) -> Tensor:
         """sum_{g in s} KL(q_g || p(W_g | h)) for every row s of ``choices`` from ``group_kls()``;
-        ``rows``: the rows of ``structure.choices`` they are (weights per structure only)."""
+        ``rows``: the rows of ``structure.choices`` they are (weights per structure only).  One
+        product with the membership matrix for a joint q's own support."""
+        if kls.dim() == 1 and self.joint and choices is self.structure.choices:
+            return self._support_membership @ kls
         groups = self._groups_of(choices)
         if kls.dim() == 1:
             return kls[groups].sum(-1)
@@ -752,7 +756,7 @@ class StructuredGuide(nn.Module):
             raise ValueError("StructuredGuide.objective_terms needs the targets y")
         log_q = self.structure.log_probs() if self.joint else None
         choices, w, grad_w = self._structures_to_evaluate(log_q)
-        q_support = w   # a joint q's q(s) (before the floor below)
+        q_support = w if self.joint else None   # a joint q's q(s) (before the floor below)
         scale = self.scale
         weights = self.sample_weights(scale)
         rows = None
@@ -794,12 +798,11 @@ class StructuredGuide(nn.Module):
                                                 self._all_rows(choices))
                 kl_w = kl_w + ((1 - q.detach()) * (own - own.detach())).sum()
         elif self.precondition:
-            p_group = self.group_probabilities(q_support if self.joint else None)
+            p_group = self.group_probabilities(q_support)
             kl_w = (p_group * kls.detach()).sum() + (kls - kls.detach()).sum()
         else:
-            kl_w = (self.group_probabilities(q_support if self.joint else None) * kls).sum()
-        return ElboTerms((w * ll).sum(), kl_w,
-                         self.structure_kl(logs, q_support if self.joint else None))
+            kl_w = (self.group_probabilities(q_support) * kls).sum()
+        return ElboTerms((w * ll).sum(), kl_w, self.structure_kl(logs, q_support))
 
     def _factorised_scales(self, choices: Tensor, per: Tensor) -> tuple[Tensor, Tensor]:
         """The rows (e, l) of a factorised draw share one gradient-scale vector per edge e
@@ -833,10 +836,8 @@ class StructuredGuide(nn.Module):
         if self.joint:
             log_q, log_p = joint_log_probs or (self.structure.log_probs(),
                                                self._support_prior_log_probs())
-            if kls.dim() == 1 and choices is self.structure.choices:   # one product
-                kl_s = self._support_membership @ kls
-            else:
-                kl_s = self.structure_weight_kls(kls, choices, self._all_rows(choices))
+            kl_s = self.structure_weight_kls(kls, choices,
+                                             None if kls.dim() == 1 else self._all_rows(choices))
             # the multiplications by 1 left out (c_reg is 1 in evidence mode, t once annealed)
             data = ll - kl_s if c == 1.0 else ll - c * kl_s
             data = data if t == 1.0 else data / t
